@@ -1,0 +1,90 @@
+"""Fixtures shared by the whole suite: real registries, real images, a clean cache."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+
+from tests.support.images import Builder
+from tests.support.registry import ANONYMOUS, BASIC, TOKEN, Registry, start_registry
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """An image in a registry fixture: `reference` is what skopeo or a client names."""
+
+    registry: Registry
+    repository: str
+    tag: str
+    digest: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.registry.host}/{self.repository}:{self.tag}"
+
+    @property
+    def by_digest(self) -> str:
+        return f"{self.registry.host}/{self.repository}@{self.digest}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(settings.DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(scope="session")
+def builder() -> Iterator[Builder]:
+    builder = Builder()
+    yield builder
+    builder.cleanup()
+
+
+@pytest.fixture(scope="session")
+def busybox_image_id(builder: Builder) -> str:
+    return builder.busybox_image()
+
+
+def _registry_with_busybox(flavour: str, builder: Builder, image_id: str) -> Iterator[PushedImage]:
+    registry = start_registry(flavour)
+    try:
+        digest = builder.push(image_id, f"{registry.host}/library/busybox:latest", creds=registry.creds)
+        yield PushedImage(registry=registry, repository="library/busybox", tag="latest", digest=digest)
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="session")
+def anonymous_image(builder: Builder, busybox_image_id: str) -> Iterator[PushedImage]:
+    """busybox in an anonymous registry."""
+    yield from _registry_with_busybox(ANONYMOUS, builder, busybox_image_id)
+
+
+@pytest.fixture(scope="session")
+def basic_image(builder: Builder, busybox_image_id: str) -> Iterator[PushedImage]:
+    """busybox in a registry with htpasswd Basic auth."""
+    yield from _registry_with_busybox(BASIC, builder, busybox_image_id)
+
+
+@pytest.fixture(scope="session")
+def token_image(builder: Builder, busybox_image_id: str) -> Iterator[PushedImage]:
+    """busybox in a registry with Bearer token auth (JWTs from a token server)."""
+    yield from _registry_with_busybox(TOKEN, builder, busybox_image_id)
+
+
+@pytest.fixture(scope="session")
+def multiplatform_image(builder: Builder, anonymous_image: PushedImage) -> PushedImage:
+    """A linux/amd64 + linux/arm64 index of busybox in the anonymous registry."""
+    images = {arch: builder.busybox_image(arch=arch) for arch in ("amd64", "arm64")}
+    registry = anonymous_image.registry
+    digest = builder.push_index(images, f"{registry.host}/library/busybox-multi:latest")
+    return PushedImage(registry=registry, repository="library/busybox-multi", tag="latest", digest=digest)

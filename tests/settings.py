@@ -1,0 +1,15 @@
+"""Test settings: the real settings module on Postgres and Redis (started by `make test`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/wave")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("WAVE_DATA_DIR", tempfile.mkdtemp(prefix="wave-test-data-"))
+# Nothing listens here: tests that need a build registry point the setting at a registry fixture.
+os.environ.setdefault("WAVE_BUILD_REPO", "127.0.0.1:9/wave/build")
+os.environ.setdefault("WAVE_COMMIT_ID", "testcommit")
+
+from wave_site.settings import *  # noqa: F403

@@ -1,0 +1,111 @@
+"""A real `docker-registry` (CNCF distribution) on a free loopback port, in three flavours."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import httpx
+
+from tests.support.network import free_port, wait_until
+from tests.support.token_server import ISSUER, SERVICE, TokenServer
+
+ANONYMOUS = "anonymous"
+BASIC = "basic"
+TOKEN = "token"
+
+
+@dataclass
+class Registry:
+    """A running registry: `host` is `127.0.0.1:<port>`, the name images are pushed and pulled with."""
+
+    flavour: str
+    host: str
+    root: Path
+    process: subprocess.Popen[bytes]
+    username: str | None = None
+    password: str | None = None
+    token_server: TokenServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def creds(self) -> str | None:
+        """`user:password` for skopeo/buildah `--creds`, or None for the anonymous flavour."""
+        return f"{self.username}:{self.password}" if self.username else None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.token_server is not None:
+            self.token_server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_registry(flavour: str = ANONYMOUS, *, username: str = "wave", password: str | None = None) -> Registry:
+    """Start a registry and wait until `/v2/` answers; the caller must `stop()` it."""
+    root = Path(tempfile.mkdtemp(prefix=f"wave-registry-{flavour}-"))
+    port = free_port()
+    auth = ""
+    token_server = None
+    creds: tuple[str | None, str | None] = (None, None)
+    if flavour == BASIC:
+        password = password or "basic-secret"
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
+        (root / "htpasswd").write_text(f"{username}:{hashed}\n")
+        auth = f"auth:\n  htpasswd:\n    realm: wave-test\n    path: {root / 'htpasswd'}\n"
+        creds = (username, password)
+    elif flavour == TOKEN:
+        password = password or "token-secret"
+        token_server = TokenServer(username=username, password=password, cert_path=root / "token-cert.pem")
+        token_server.start()
+        auth = (
+            "auth:\n  token:\n"
+            f"    realm: {token_server.realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n"
+            f"    rootcertbundle: {token_server.cert_path}\n"
+        )
+        creds = (username, password)
+    elif flavour != ANONYMOUS:
+        raise ValueError(f"unknown registry flavour {flavour!r}")
+    (root / "data").mkdir()
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+    )
+    log = open(root / "registry.log", "wb")  # noqa: SIM115 - owned by the process, closed with the dir
+    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    registry = Registry(
+        flavour=flavour,
+        host=f"127.0.0.1:{port}",
+        root=root,
+        process=process,
+        username=creds[0],
+        password=creds[1],
+        token_server=token_server,
+    )
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"docker-registry exited: {(root / 'registry.log').read_text()[-2000:]}")
+        return httpx.get(f"{registry.url}/v2/", timeout=1).status_code in {200, 401}
+
+    try:
+        wait_until(answers, timeout=20, what=f"{flavour} registry on {registry.host}")
+    except BaseException:
+        registry.stop()
+        raise
+    return registry

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from wave_site.config import env_bool, env_int, env_list, env_str, env_url, redact_url
+
+WEB = frozenset({"http", "https"})
+
+
+def test_env_int_reads_value_and_default() -> None:
+    assert env_int("WAVE_PORT", 9090, environ={"WAVE_PORT": "8081"}) == 8081
+    assert env_int("WAVE_PORT", 9090, environ={}) == 9090
+    assert env_int("WAVE_PORT", 9090, environ={"WAVE_PORT": "  "}) == 9090
+
+
+def test_env_int_names_the_variable_when_not_a_number() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"^WAVE_PORT must be an integer, got 'abc'$"):
+        env_int("WAVE_PORT", 9090, environ={"WAVE_PORT": "abc"})
+
+
+def test_env_int_enforces_bounds() -> None:
+    with pytest.raises(ImproperlyConfigured, match="WAVE_PORT must be at most 65535, got 70000"):
+        env_int("WAVE_PORT", 9090, maximum=65535, environ={"WAVE_PORT": "70000"})
+    with pytest.raises(ImproperlyConfigured, match="WAVE_PORT must be at least 1, got 0"):
+        env_int("WAVE_PORT", 9090, minimum=1, environ={"WAVE_PORT": "0"})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("1", True), ("ON", True), ("no", False), ("0", False)])
+def test_env_bool(raw: str, expected: bool) -> None:
+    assert env_bool("WAVE_DEBUG", not expected, environ={"WAVE_DEBUG": raw}) is expected
+
+
+def test_env_bool_names_the_variable_when_unreadable() -> None:
+    with pytest.raises(ImproperlyConfigured, match="WAVE_DEBUG must be a boolean"):
+        env_bool("WAVE_DEBUG", False, environ={"WAVE_DEBUG": "maybe"})
+
+
+def test_env_list_splits_and_trims() -> None:
+    assert env_list("X", ["a"], environ={"X": " reg.io , localhost:5000,, "}) == ["reg.io", "localhost:5000"]
+    assert env_list("X", ["a"], environ={}) == ["a"]
+
+
+def test_env_str_treats_blank_as_unset() -> None:
+    assert env_str("X", "default", environ={"X": ""}) == "default"
+    assert env_str("X", None, environ={"X": " value "}) == "value"
+
+
+def test_env_url_rejects_nonsense_naming_the_variable() -> None:
+    schemes = frozenset({"postgres", "postgresql"})
+    with pytest.raises(ImproperlyConfigured, match=r"^DATABASE_URL must be a URL with scheme postgres, postgresql"):
+        env_url("DATABASE_URL", None, schemes=schemes, environ={"DATABASE_URL": "nonsense"})
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL has an invalid port"):
+        env_url("DATABASE_URL", None, schemes=schemes, environ={"DATABASE_URL": "postgres://h:port/db"})
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL must name a host"):
+        env_url("REDIS_URL", None, schemes=frozenset({"redis"}), environ={"REDIS_URL": "redis:///0"})
+
+
+def test_env_url_error_never_shows_the_password() -> None:
+    with pytest.raises(ImproperlyConfigured) as error:
+        env_url(
+            "DATABASE_URL", None, schemes=frozenset({"postgres"}), environ={"DATABASE_URL": "mysql://u:hunter2@h/db"}
+        )
+    assert "hunter2" not in str(error.value)
+    assert "mysql://u:***@h/db" in str(error.value)
+
+
+def test_redact_url_keeps_urls_without_password() -> None:
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_url("postgres://u:p@db:5432/x") == "postgres://u:***@db:5432/x"

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from django.test import Client
+
+pytestmark = pytest.mark.urls("tests.wave_site.urls_errors")
+
+ERROR_ID = re.compile(r"^Unexpected error - Error ID: ([0-9a-f]{12})$")
+
+
+def test_malformed_json_is_400_without_internals(client: Client) -> None:
+    response = client.post("/echo", data='{"name": <b>', content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"message": "Malformed JSON request body"}
+
+
+def test_wrong_type_is_400_naming_the_field(client: Client) -> None:
+    response = client.post("/echo", data={"name": "x", "count": "many"}, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"message": "count: A valid integer is required."}
+
+
+def test_application_error_message_is_returned_as_is(client: Client) -> None:
+    response = client.get("/fail?kind=bad")
+    assert response.status_code == 400
+    assert response.json() == {"message": "Specify either 'containerImage' or 'containerFile' attribute"}
+
+
+def test_rate_limit_error_carries_retry_after(client: Client) -> None:
+    response = client.get("/fail?kind=limit")
+    assert response.status_code == 429
+    assert response["Retry-After"] == "42"
+    assert response.json() == {"message": "Request exceeded build rate limit"}
+
+
+@pytest.mark.parametrize("path", ["/fail", "/plain-fail"])
+def test_unexpected_error_is_500_with_an_error_id_that_is_logged(
+    client: Client, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    client.raise_request_exception = False
+    with caplog.at_level(logging.ERROR, logger="wave.errors"):
+        response = client.get(path)
+    assert response.status_code == 500
+    message = response.json()["message"]
+    match = ERROR_ID.match(message)
+    assert match, message
+    assert "secret-path" not in message
+    assert "Traceback" not in response.content.decode()
+    logged = [r for r in caplog.records if r.name == "wave.errors"]
+    assert len(logged) == 1
+    assert match.group(1) in logged[0].getMessage()
+    assert logged[0].exc_info is not None

@@ -1,0 +1,184 @@
+"""The whole service as `make run` starts it: every process, embedded or on Postgres + Redis."""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+import wave_site
+from tests.support.network import free_port
+from tests.support.service import REPO, RunningService, service_environment, start_service
+
+pytestmark = pytest.mark.slow
+
+
+def admin_login(url: str, username: str, password: str) -> httpx.Response:
+    with httpx.Client(base_url=url) as client:
+        page = client.get("/admin/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert token, "no CSRF token on the login page"
+        return client.post(
+            "/admin/login/?next=/admin/",
+            data={"csrfmiddlewaretoken": token.group(1), "username": username, "password": password},
+            headers={"Referer": f"{url}/admin/login/"},
+        )
+
+
+def assert_stops_cleanly(service: RunningService) -> None:
+    assert service.pids(), "no process of the service was found"
+    service.terminate()
+    assert service.pids() == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{service.url}/service-info", timeout=2)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[RunningService]:
+    service = start_service(tmp_path / "data", WAVE_REGISTRY_PORT=str(free_port()), WAVE_ADMIN_PASSWORD="op-secret")
+    yield service
+    service.terminate()
+
+
+def test_embedded_service_serves_every_page_and_stops_cleanly(embedded: RunningService) -> None:
+    assert embedded.wait_ready(timeout=60) < 60
+    url = embedded.url
+
+    health = httpx.get(f"{url}/health", timeout=10)
+    assert health.status_code == 200, health.text
+    checks = health.json()["checks"]
+    assert checks["database"] == {"status": "UP", "detail": "sqlite"}
+    assert checks["cache"] == {"status": "UP", "detail": "FileBasedCache"}
+    assert checks["broker"] == {"status": "UP", "detail": "filesystem"}
+    assert checks["registry"]["status"] == "UP"
+
+    info = httpx.get(f"{url}/service-info").json()
+    assert info["serviceInfo"]["version"] == wave_site.__version__
+    git = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    assert info["serviceInfo"]["commitId"] == (git.stdout.strip() if git.returncode == 0 else "unknown")
+
+    for path in ("/docs/", "/redoc/", "/openapi/", "/openapi/?format=json", "/admin/login/"):
+        assert httpx.get(f"{url}{path}").status_code == 200, path
+    docs = httpx.get(f"{url}/docs/").text
+    for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', docs):
+        assert httpx.get(f"{url}{asset}").status_code == 200, asset
+
+    logged_in = admin_login(url, "admin", "op-secret")
+    assert logged_in.status_code == 302
+    assert logged_in.headers["Location"] == "/admin/"
+    assert admin_login(url, "admin", "wrong").status_code == 200  # the form again, with an error
+
+    # A TLS client hello on the plain-http port (skopeo tries TLS first) is refused, and the server goes on.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", embedded.port), timeout=5) as raw,
+        pytest.raises((ssl.SSLError, ConnectionResetError, OSError)),
+    ):
+        context.wrap_socket(raw, server_hostname="localhost")
+    assert httpx.get(f"{url}/service-info").status_code == 200
+
+    output = embedded.log()
+    for name in ("web", "worker", "beat", "system"):
+        assert re.search(rf"^\d\d:\d\d:\d\d {name}\s*\| ", output, re.MULTILINE), f"no output prefixed {name}"
+    for name in ("registry", "web", "worker", "beat"):
+        assert re.search(rf"system\s*\| {name} started \(pid=\d+\)", output), f"{name} did not start"
+    assert "ready." in output  # the Celery worker connected to its broker
+    assert "Error ID" not in output
+    assert_stops_cleanly(embedded)
+    assert (embedded.data_dir / "wave.sqlite3").is_file()
+    assert (embedded.data_dir / "registry" / "data").is_dir()
+
+
+def test_service_on_postgres_and_redis(tmp_path: Path) -> None:
+    database = f"wave_run_{uuid.uuid4().hex[:8]}"
+    admin_url = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{database}"')
+    service = start_service(
+        tmp_path / "data",
+        DATABASE_URL=f"postgres://postgres:postgres@127.0.0.1:5432/{database}",
+        REDIS_URL="redis://127.0.0.1:6379/14",
+        WAVE_REGISTRY_PORT=str(free_port()),
+    )
+    try:
+        service.wait_ready(timeout=60)
+        health = httpx.get(f"{service.url}/health", timeout=10)
+        assert health.status_code == 200, health.text
+        checks = health.json()["checks"]
+        assert checks["database"]["detail"] == "postgresql"
+        assert checks["cache"]["detail"] == "RedisCache"
+        assert checks["broker"]["detail"] == "redis"
+        assert not (service.data_dir / "wave.sqlite3").exists()
+        assert_stops_cleanly(service)
+    finally:
+        service.terminate()
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_two_services_run_side_by_side_with_their_own_registries(tmp_path: Path) -> None:
+    first = start_service(tmp_path / "one")
+    second = None
+    try:
+        first.wait_ready(timeout=60)
+        second = start_service(tmp_path / "two")
+        second.wait_ready(timeout=60)
+        registries = set()
+        for service in (first, second):
+            health = httpx.get(f"{service.url}/health", timeout=10)
+            assert health.status_code == 200, health.text
+            registries.add(health.json()["checks"]["registry"]["detail"])
+            remembered = (service.data_dir / "registry" / "port").read_text().strip()
+            assert health.json()["checks"]["registry"]["detail"] == f"localhost:{remembered}"
+        assert len(registries) == 2
+    finally:
+        first.terminate()
+        if second is not None:
+            second.terminate()
+    assert first.pids() == []
+    assert second.pids() == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WAVE_PORT", "abc", "wave: configuration error: WAVE_PORT must be an integer, got 'abc'"),
+        (
+            "DATABASE_URL",
+            "nonsense",
+            "wave: configuration error: DATABASE_URL must be a URL with scheme postgres, postgresql, got 'nonsense'",
+        ),
+        (
+            "REDIS_URL",
+            "http://x",
+            "wave: configuration error: REDIS_URL must be a URL with scheme redis, rediss, got 'http://x'",
+        ),
+        ("WAVE_BUILD_REPO", "http://reg.io/x", "wave: configuration error: WAVE_BUILD_REPO must be"),
+    ],
+)
+def test_bad_setting_stops_make_run_with_one_line(tmp_path: Path, variable: str, value: str, message: str) -> None:
+    port = free_port()
+    env = service_environment(WAVE_DATA_DIR=str(tmp_path / "data"), **{variable: value})
+    if variable != "WAVE_PORT":
+        env["WAVE_PORT"] = str(port)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-s", "run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("wave:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(message)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "wave.sqlite3").exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/service-info", timeout=2)

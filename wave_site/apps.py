@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class WaveSiteConfig(AppConfig):
+    name = "wave_site"
+    verbose_name = "Wave"
+
+    def ready(self) -> None:
+        from django.contrib import admin
+
+        from wave_site import __version__
+
+        admin.site.site_header = "Wave operations"
+        admin.site.site_title = "Wave admin"
+        admin.site.index_title = f"Container provisioning service {__version__}"

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def service(request: HttpRequest) -> dict[str, str]:
+    """Version and commit for templates (the admin footer shows which build an operator is on)."""
+    return {"wave_version": settings.WAVE_VERSION, "wave_commit_id": settings.WAVE_COMMIT_ID}

@@ -1,0 +1,141 @@
+"""`manage.py run` (what `make run` calls): migrate, then run every process of the service together.
+
+Processes: the local build registry (only when WAVE_BUILD_REPO is unset), the ASGI web server, one
+Celery worker and Celery beat. Output is prefixed per process; SIGINT or SIGTERM stops them all, and
+when one of them exits the others are stopped too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from honcho.manager import Manager
+
+from wave_site.celery import QUEUES
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def local_registry_port(data_dir: Path, configured: str | None) -> int:
+    """WAVE_REGISTRY_PORT when set; else the port this data dir used before; else 5000, or any free port.
+
+    Remembering the port per data dir keeps the build repository's name stable across restarts, and
+    lets two checkouts' `make run` (different WAVE_DATA_DIR) run side by side.
+    """
+    if configured:
+        return int(configured)
+    remembered = data_dir / "registry" / "port"
+    if remembered.is_file():
+        port = int(remembered.read_text().strip())
+        if port_is_free(port):
+            return port
+    port = 5000 if port_is_free(5000) else free_port()
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    remembered.write_text(f"{port}\n")
+    return port
+
+
+def write_registry_config(data_dir: Path, port: int) -> Path:
+    root = data_dir / "registry"
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secrets.token_hex(16)}\n"
+    )
+    return config
+
+
+class Command(BaseCommand):
+    help = "Migrate, then start the local registry (if needed), web server, Celery worker and beat."
+    requires_system_checks = []  # the checks run once in the web process; start-up stays fast
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--no-migrate", action="store_true", help="Skip migrations.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        data_dir: Path = settings.DATA_DIR
+        env = dict(os.environ)
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "wave_site.settings",
+                "WAVE_DATA_DIR": str(data_dir),
+                "WAVE_COMMIT_ID": settings.WAVE_COMMIT_ID,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if not port_is_free(settings.WAVE_PORT, settings.WAVE_BIND or "0.0.0.0"):
+            raise CommandError(f"WAVE_PORT {settings.WAVE_PORT} is already in use")
+
+        manager = Manager()
+        if settings.WAVE_LOCAL_REGISTRY:
+            binary = shutil.which("docker-registry")
+            if binary is None:
+                raise CommandError(
+                    "docker-registry is not installed (apt-get install docker-registry), or set WAVE_BUILD_REPO"
+                )
+            port = local_registry_port(data_dir, os.environ.get("WAVE_REGISTRY_PORT"))
+            if not port_is_free(port):
+                raise CommandError(f"WAVE_REGISTRY_PORT {port} is already in use")
+            env["WAVE_REGISTRY_PORT"] = str(port)
+            config = write_registry_config(data_dir, port)
+            manager.add_process("registry", shlex.join([binary, "serve", str(config)]), env=env)
+
+        if not options["no_migrate"]:
+            call_command("migrate", interactive=False, verbosity=1)
+        call_command("ensure_admin")
+
+        python = sys.executable
+        web = [
+            python, "-m", "uvicorn", "wave_site.asgi:application",
+            "--host", settings.WAVE_BIND or "0.0.0.0",
+            "--port", str(settings.WAVE_PORT),
+            "--workers", str(settings.WAVE_WEB_WORKERS),
+            "--no-server-header",
+            "--lifespan", "off",
+            "--timeout-graceful-shutdown", "5",
+        ]  # fmt: skip
+        worker = [
+            python, "-m", "celery", "-A", "wave_site", "worker",
+            "--queues", ",".join(QUEUES),
+            "--concurrency", str(settings.WAVE_WORKER_CONCURRENCY),
+            "--hostname", f"wave-worker-{settings.WAVE_PORT}@%h",
+            "--loglevel", settings.WAVE_LOG_LEVEL,
+        ]  # fmt: skip
+        beat = [
+            python, "-m", "celery", "-A", "wave_site", "beat",
+            "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
+            "--loglevel", settings.WAVE_LOG_LEVEL,
+        ]  # fmt: skip
+        for name, command in (("web", web), ("worker", worker), ("beat", beat)):
+            manager.add_process(name, shlex.join(command), env=env, cwd=str(settings.BASE_DIR))
+
+        self.stdout.write(f"Wave {settings.WAVE_VERSION} on {settings.WAVE_SERVER_URL} (data in {data_dir})")
+        manager.loop()
+        sys.exit(manager.returncode or 0)

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+class ServiceInfoDetailSerializer(serializers.Serializer):
+    version = serializers.CharField(help_text="Service version (semver).")
+    commitId = serializers.CharField(help_text="Git commit the service runs, or `unknown`.")  # noqa: N815 - wire name
+
+
+class ServiceInfoSerializer(serializers.Serializer):
+    serviceInfo = ServiceInfoDetailSerializer()  # noqa: N815 - wire name
+
+
+class HealthCheckSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["UP", "DOWN"])
+    detail = serializers.CharField(help_text="What was checked, or why it failed.")
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["UP", "DOWN"])
+    message = serializers.CharField(required=False, help_text="Present when DOWN: the failing parts.")
+    checks = serializers.DictField(child=HealthCheckSerializer(), help_text="database, cache, broker, registry")
+
+
+class ErrorMessageSerializer(serializers.Serializer):
+    message = serializers.CharField()

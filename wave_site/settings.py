@@ -1,0 +1,280 @@
+"""Settings for the whole service, driven by environment variables (README: Configuration).
+
+Every variable is read once, here, through the typed helpers of `wave_site.config`; a malformed value
+raises ImproperlyConfigured naming the variable, and `manage.py` turns that into a one-line error.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from wave_site import __version__
+from wave_site.config import env_bool, env_int, env_list, env_str, env_url
+from wave_site.keys import fernet_key, master_secret
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Identity ---------------------------------------------------------------------------------
+WAVE_VERSION = __version__
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"],
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
+WAVE_COMMIT_ID = env_str("WAVE_COMMIT_ID") or _git_commit()
+
+# --- Local state ------------------------------------------------------------------------------
+DATA_DIR = Path(env_str("WAVE_DATA_DIR") or BASE_DIR / ".wave").expanduser().resolve()
+try:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise ImproperlyConfigured(f"WAVE_DATA_DIR {str(DATA_DIR)!r} cannot be created: {exc.strerror}") from None
+
+_MASTER_SECRET = master_secret(configured=env_str("WAVE_SECRET_KEY"), data_dir=DATA_DIR)
+SECRET_KEY = _MASTER_SECRET
+SECRETS_ENCRYPTION_KEY = fernet_key(_MASTER_SECRET)
+
+# --- Web --------------------------------------------------------------------------------------
+DEBUG = env_bool("WAVE_DEBUG", False)
+WAVE_SERVER_URL = env_url("WAVE_SERVER_URL", "http://localhost:9090", schemes=frozenset({"http", "https"}))
+WAVE_SERVER_URL = WAVE_SERVER_URL.rstrip("/")
+WAVE_PORT = env_int("WAVE_PORT", 9090, minimum=1, maximum=65535)
+WAVE_BIND = env_str("WAVE_BIND", "0.0.0.0")
+WAVE_WEB_WORKERS = env_int("WAVE_WEB_WORKERS", 2, minimum=1, maximum=64)
+# The registry proxy answers to whatever name clients pull from, so every host is allowed by default.
+ALLOWED_HOSTS = env_list("WAVE_ALLOWED_HOSTS", ["*"])
+_server = urlsplit(WAVE_SERVER_URL)
+CSRF_TRUSTED_ORIGINS = [f"{_server.scheme}://{_server.netloc}"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("WAVE_BEHIND_TLS_PROXY", False) else None
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "servestatic.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "wave_site",
+    "credentials",
+    "builds",
+    "requests_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "wave_site.errors.ErrorIdMiddleware",
+]
+
+ROOT_URLCONF = "wave_site.urls"
+ASGI_APPLICATION = "wave_site.asgi.application"
+WSGI_APPLICATION = "wave_site.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "wave_site.context_processors.service",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+DATABASE_URL = env_url("DATABASE_URL", None, schemes=frozenset({"postgres", "postgresql"}))
+if DATABASE_URL:
+    _db = dj_database_url.parse(DATABASE_URL)
+    _db["ENGINE"] = "django.db.backends.postgresql"
+    _db["CONN_MAX_AGE"] = 0  # connections come from the pool below; Django must not keep its own
+    _db["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": env_int("WAVE_DB_POOL_SIZE", 10, minimum=1), "timeout": 10},
+        "connect_timeout": 5,
+    }
+    DATABASES = {"default": _db}
+else:
+    # Embedded default: SQLite in WAL mode so that web and worker read while one of them writes.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "wave.sqlite3",
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and broker -------------------------------------------------------------------------
+REDIS_URL = env_url("REDIS_URL", None, schemes=frozenset({"redis", "rediss"}))
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 5, "socket_timeout": 5},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600 * 2}
+else:
+    # Embedded default: a file cache (shared by every local process) and Celery's filesystem transport.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
+    _broker_dir = DATA_DIR / "broker"
+    for _sub in ("queue", "processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+        "control_folder": str(_broker_dir / "control"),
+    }
+
+# --- Celery (wave_site/celery.py reads the CELERY_ names) -------------------------------------
+WAVE_BUILD_TIMEOUT = env_int("WAVE_BUILD_TIMEOUT", 900, minimum=10)
+WAVE_WORKER_CONCURRENCY = env_int("WAVE_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_IGNORE_RESULT = True  # status lives in the database, never in a result backend
+CELERY_RESULT_BACKEND = None
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True  # tasks are idempotent: a task lost with its worker runs again
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"builds.tasks.*": {"queue": "builds"}, "requests_app.tasks.layer_*": {"queue": "layers"}}
+# Builds may take the whole build timeout; everything else is short.
+CELERY_TASK_SOFT_TIME_LIMIT = WAVE_BUILD_TIMEOUT + 30
+CELERY_TASK_TIME_LIMIT = WAVE_BUILD_TIMEOUT + 90
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- Blob store and static files --------------------------------------------------------------
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": DATA_DIR / "blobs"}},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+# Serve admin and API-docs assets straight from the installed apps: no collectstatic step to forget.
+SERVESTATIC_USE_FINDERS = True
+SERVESTATIC_AUTOREFRESH = DEBUG
+
+# --- Registries and builds --------------------------------------------------------------------
+WAVE_REGISTRY_PORT = env_int("WAVE_REGISTRY_PORT", 5000, minimum=1, maximum=65535)
+_configured_build_repo = env_str("WAVE_BUILD_REPO")
+# The local registry `make run` starts serves as build and cache repository when none is configured.
+WAVE_LOCAL_REGISTRY = _configured_build_repo is None
+WAVE_BUILD_REPO = _configured_build_repo or f"localhost:{WAVE_REGISTRY_PORT}/wave/build"
+WAVE_CACHE_REPO = env_str("WAVE_CACHE_REPO") or (
+    f"localhost:{WAVE_REGISTRY_PORT}/wave/cache" if WAVE_LOCAL_REGISTRY else None
+)
+for _name, _repo in (("WAVE_BUILD_REPO", WAVE_BUILD_REPO), ("WAVE_CACHE_REPO", WAVE_CACHE_REPO)):
+    if _repo is not None and ("://" in _repo or "/" not in _repo.strip("/")):
+        raise ImproperlyConfigured(f"{_name} must be '<registry host>/<repository>' without protocol, got {_repo!r}")
+
+WAVE_INSECURE_REGISTRIES = env_list("WAVE_INSECURE_REGISTRIES", ["localhost", "127.0.0.1"])
+WAVE_SSRF_ALLOW = env_list("WAVE_SSRF_ALLOW", [])
+WAVE_TOKEN_TTL = env_int("WAVE_TOKEN_TTL", 129600, minimum=60)
+WAVE_TOWER_ENDPOINT = env_url(
+    "WAVE_TOWER_ENDPOINT", "https://api.cloud.seqera.io", schemes=frozenset({"http", "https"})
+)
+
+WAVE_REGISTRY_CREDENTIALS = env_str("WAVE_REGISTRY_CREDENTIALS")
+if WAVE_REGISTRY_CREDENTIALS and not Path(WAVE_REGISTRY_CREDENTIALS).is_file():
+    raise ImproperlyConfigured(f"WAVE_REGISTRY_CREDENTIALS names no readable file: {WAVE_REGISTRY_CREDENTIALS!r}")
+
+# --- Operators --------------------------------------------------------------------------------
+WAVE_ADMIN_USER = env_str("WAVE_ADMIN_USER", "admin")
+WAVE_ADMIN_PASSWORD = env_str("WAVE_ADMIN_PASSWORD")
+
+# --- API and OpenAPI --------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "EXCEPTION_HANDLER": "wave_site.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Wave container provisioning API",
+    "DESCRIPTION": (
+        "Request containers (existing images augmented with layers and configuration, or images built "
+        "on demand) and pull them through the service's OCI registry proxy."
+    ),
+    "VERSION": WAVE_VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Misc -------------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+WAVE_LOG_LEVEL = (env_str("WAVE_LOG_LEVEL", "INFO") or "INFO").upper()
+if WAVE_LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"WAVE_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {WAVE_LOG_LEVEL!r}"
+    )
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": WAVE_LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
