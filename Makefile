@@ -39,8 +39,9 @@ pytest: $(STAMP)
 
 test: tools services lint check pytest
 
-bench: $(STAMP)
-	$(PY) -m bench
+bench: tools services $(STAMP)
+	@.ci/debian-packages wrk
+	$(PY) -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .wave .pytest_cache .ruff_cache

@@ -84,14 +84,8 @@ def start_service(data_dir: Path, **env: str) -> RunningService:
     """`manage.py run` in its own process group; output in `<data_dir>.log`."""
     port = int(env.pop("WAVE_PORT", free_port()))
     log_path = data_dir.with_suffix(".log")
-    environment = service_environment(
-        WAVE_DATA_DIR=str(data_dir),
-        WAVE_PORT=str(port),
-        WAVE_SERVER_URL=f"http://127.0.0.1:{port}",
-        WAVE_WEB_WORKERS="1",
-        WAVE_WORKER_CONCURRENCY="1",
-        **env,
-    )
+    defaults = {"WAVE_SERVER_URL": f"http://127.0.0.1:{port}", "WAVE_WEB_WORKERS": "1", "WAVE_WORKER_CONCURRENCY": "1"}
+    environment = service_environment(**{**defaults, **env, "WAVE_DATA_DIR": str(data_dir), "WAVE_PORT": str(port)})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "run"],

@@ -1,0 +1,19 @@
+# One image for web, worker and beat (docker-compose.yml). The worker builds images with buildah.
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends buildah skopeo umoci git ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY . .
+
+ENV PYTHONUNBUFFERED=1 \
+    WAVE_DATA_DIR=/data \
+    STORAGE_DRIVER=vfs \
+    BUILDAH_ISOLATION=chroot
+EXPOSE 9090
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py ensure_admin && exec python -m uvicorn wave_site.asgi:application --host 0.0.0.0 --port 9090 --workers 2 --lifespan off --no-server-header"]

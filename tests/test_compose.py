@@ -1,0 +1,67 @@
+"""docker-compose.yml and the Dockerfile (no Docker engine here: checked as documents)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from wave_site.celery import QUEUES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_runs_every_part_of_the_service() -> None:
+    services = load_compose()["services"]
+    assert set(services) == {"postgres", "redis", "registry", "web", "worker", "beat"}
+
+
+def test_web_worker_and_beat_share_one_image_built_from_the_repo() -> None:
+    services = load_compose()["services"]
+    for name in ("web", "worker", "beat"):
+        build = services[name]["build"]
+        assert (REPO / build["context"] / build["dockerfile"]).is_file()
+        assert services[name]["image"] == "wave-django:latest"
+        assert "wave-data:/data" in services[name]["volumes"]
+        assert set(services[name]["depends_on"]) == {"postgres", "redis", "registry"}
+
+
+def test_services_point_at_postgres_redis_and_the_registry() -> None:
+    compose = load_compose()
+    env = compose["services"]["web"]["environment"]
+    postgres = compose["services"]["postgres"]["environment"]
+    user, password, db = postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"]
+    assert env["DATABASE_URL"] == f"postgres://{user}:{password}@postgres:5432/{db}"
+    assert env["REDIS_URL"].startswith("redis://redis:6379/")
+    assert env["WAVE_BUILD_REPO"].startswith("registry:5000/")
+    assert "registry" in env["WAVE_INSECURE_REGISTRIES"].split(",")
+
+
+def test_every_variable_compose_sets_is_one_the_settings_read() -> None:
+    settings_source = (REPO / "wave_site" / "settings.py").read_text()
+    env = load_compose()["services"]["web"]["environment"]
+    for name in env:
+        assert f'"{name}"' in settings_source, name
+
+
+def test_worker_consumes_every_queue_and_beat_schedules() -> None:
+    services = load_compose()["services"]
+    worker = services["worker"]["command"]
+    assert worker[:5] == ["python", "-m", "celery", "-A", "wave_site"]
+    assert "worker" in worker
+    assert worker[worker.index("--queues") + 1] == ",".join(QUEUES)
+    assert services["worker"]["privileged"] is True
+    assert "beat" in services["beat"]["command"]
+
+
+def test_dockerfile_installs_the_builder_and_the_requirements() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"apt-get install .*\bbuildah\b.*\bskopeo\b", dockerfile)
+    assert "pip install --no-cache-dir -r requirements.txt" in dockerfile
+    assert "wave_site.asgi:application" in dockerfile
+    assert "manage.py migrate" in dockerfile

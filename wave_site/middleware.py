@@ -1,0 +1,43 @@
+"""Session-bound middleware applied only where a session can exist.
+
+Under ASGI each classic Django middleware hook is a hop to a thread; on the API and the registry proxy
+(no cookies: pipeline engines, skopeo, docker) the session, CSRF, auth, messages and clickjacking hooks
+have nothing to do, yet cost more than the view. This runs them only for the admin and for requests
+that carry a session cookie, where they behave exactly as when listed in MIDDLEWARE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import markcoroutinefunction
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.module_loading import import_string
+
+SESSION_MIDDLEWARE = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+)
+SESSION_PATH_PREFIXES = ("/admin/",)
+
+
+class SessionScopedMiddleware:
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
+        self.get_response = get_response
+        chain = get_response
+        for path in reversed(SESSION_MIDDLEWARE):
+            chain = import_string(path)(chain)
+        self.with_session = chain
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if request.path.startswith(SESSION_PATH_PREFIXES) or settings.SESSION_COOKIE_NAME in request.COOKIES:
+            return await self.with_session(request)
+        return await self.get_response(request)
