@@ -1,1 +1,78 @@
-"""Models arrive with their issue; the app is registered so that migrations and admin find it."""
+"""Container requests and the layers they inject."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class ContainerRequest(models.Model):
+    """One accepted request: its token authorises pulls of `target_image` until it expires or is revoked."""
+
+    class ApiVersion(models.TextChoices):
+        V1 = "v1", "v1 (/container-token)"
+        V2 = "v2", "v2 (/v1alpha2/container)"
+
+    token = models.CharField(max_length=12, unique=True)
+    api_version = models.CharField(max_length=2, choices=ApiVersion.choices, default=ApiVersion.V1)
+    source_image = models.CharField(max_length=1024, help_text="Normalised source image name.")
+    target_image = models.CharField(max_length=1200)
+    platform = models.CharField(max_length=32, default="linux/amd64")
+    container_config = models.JSONField(
+        default=dict, blank=True, help_text="entrypoint, cmd, env, workingDir (layers are rows of their own)."
+    )
+    fingerprint = models.CharField(max_length=256, blank=True, db_index=True)
+    client_timestamp = models.CharField(max_length=64, blank=True, help_text="The client's own `timestamp`.")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    tower_endpoint = models.CharField(max_length=512, blank=True)
+    tower_workspace_id = models.BigIntegerField(null=True, blank=True)
+    user_id = models.BigIntegerField(null=True, blank=True, help_text="Tower user, when the caller is known.")
+    user_name = models.CharField(max_length=256, blank=True)
+    build_id = models.CharField(max_length=128, blank=True, help_text="The build this request started or joined.")
+    source_digest = models.CharField(max_length=80, blank=True)
+    wave_digest = models.CharField(max_length=80, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    expires_at = models.DateTimeField(db_index=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["source_image"])]
+
+    def __str__(self) -> str:
+        return f"{self.token} ({self.source_image})"
+
+    def is_active(self, now: object | None = None) -> bool:
+        """Neither expired nor revoked: the token still authorises pulls."""
+        return self.revoked_at is None and self.expires_at > (now or timezone.now())
+
+
+class InjectedLayer(models.Model):
+    """A layer appended to the source image; its blob is content-addressed by gzip digest."""
+
+    class Kind(models.TextChoices):
+        DATA = "data", "inline data"
+        HTTP = "http", "http(s) download"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+
+    request = models.ForeignKey(ContainerRequest, on_delete=models.CASCADE, related_name="layers")
+    position = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    url = models.TextField(blank=True, help_text="Download URL; empty for data: layers (never stored inline).")
+    gzip_digest = models.CharField(max_length=80)
+    gzip_size = models.BigIntegerField()
+    tar_digest = models.CharField(max_length=80)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING, db_index=True)
+    failure_reason = models.TextField(blank=True)
+    blob_key = models.CharField(max_length=200, blank=True, help_text="Path in the blob store once ready.")
+
+    class Meta:
+        ordering = ["request", "position"]
+        constraints = [models.UniqueConstraint(fields=["request", "position"], name="unique_layer_position")]
+
+    def __str__(self) -> str:
+        return f"layer {self.position} of {self.request_id} ({self.gzip_digest[:19]})"

@@ -39,7 +39,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _clear_cache() -> None:
     from django.core.cache import cache
 
+    from credentials.services import registry_client
+
     cache.clear()
+    registry_client.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _private_blob_store(settings, tmp_path_factory: pytest.TempPathFactory) -> None:  # noqa: ANN001 - pytest-django
+    """Each test gets an empty blob store, so that 'nothing was written' can be asserted."""
+    location = tmp_path_factory.mktemp("blobs")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {**settings.STORAGES["default"], "OPTIONS": {"location": location}},
+    }
 
 
 @pytest.fixture(scope="session")

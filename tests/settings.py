@@ -11,5 +11,7 @@ os.environ.setdefault("WAVE_DATA_DIR", tempfile.mkdtemp(prefix="wave-test-data-"
 # Nothing listens here: tests that need a build registry point the setting at a registry fixture.
 os.environ.setdefault("WAVE_BUILD_REPO", "127.0.0.1:9/wave/build")
 os.environ.setdefault("WAVE_COMMIT_ID", "testcommit")
+# Registry fixtures listen on loopback: allowed as sources here, refused in the SSRF tests that clear this.
+os.environ.setdefault("WAVE_SSRF_ALLOW", "127.0.0.1,localhost")
 
 from wave_site.settings import *  # noqa: F403

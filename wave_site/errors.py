@@ -70,14 +70,23 @@ def unexpected_error_message(exc: BaseException) -> str:
 
 
 def _first_validation_message(detail: Any, field: str | None = None) -> str:
-    """DRF's nested validation errors reduced to one readable line: `field: message`."""
+    """DRF's nested validation errors reduced to one readable line: `field.sub[0].name: message`."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = None if key == "non_field_errors" else (f"{field}.{key}" if field else str(key))
+            if not value:
+                continue
+            if key == "non_field_errors":
+                name = field
+            elif isinstance(key, int) or str(key).isdigit():
+                name = f"{field}[{key}]" if field else f"[{key}]"
+            else:
+                name = f"{field}.{key}" if field else str(key)
             return _first_validation_message(value, name)
         return "Invalid request"
     if isinstance(detail, list):
         for index, value in enumerate(detail):
+            if not value:
+                continue
             if isinstance(value, dict | list):
                 return _first_validation_message(value, f"{field}[{index}]" if field else None)
             return _first_validation_message(value, field)

@@ -5,11 +5,11 @@ from rest_framework import serializers
 
 class ServiceInfoDetailSerializer(serializers.Serializer):
     version = serializers.CharField(help_text="Service version (semver).")
-    commitId = serializers.CharField(help_text="Git commit the service runs, or `unknown`.")  # noqa: N815 - wire name
+    commitId = serializers.CharField(help_text="Git commit the service runs, or `unknown`.")
 
 
 class ServiceInfoSerializer(serializers.Serializer):
-    serviceInfo = ServiceInfoDetailSerializer()  # noqa: N815 - wire name
+    serviceInfo = ServiceInfoDetailSerializer()
 
 
 class HealthCheckSerializer(serializers.Serializer):

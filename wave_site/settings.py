@@ -182,13 +182,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True  # tasks are idempotent: a task lost with its worker runs again
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"builds.tasks.*": {"queue": "builds"}, "requests_app.tasks.layer_*": {"queue": "layers"}}
+CELERY_TASK_ROUTES = {"builds.*": {"queue": "builds"}, "requests_app.layer_*": {"queue": "layers"}}
 # Builds may take the whole build timeout; everything else is short.
 CELERY_TASK_SOFT_TIME_LIMIT = WAVE_BUILD_TIMEOUT + 30
 CELERY_TASK_TIME_LIMIT = WAVE_BUILD_TIMEOUT + 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "purge-expired-container-requests": {"task": "requests_app.container_request_purge", "schedule": 3600.0},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Blob store and static files --------------------------------------------------------------
@@ -218,6 +220,14 @@ for _name, _repo in (("WAVE_BUILD_REPO", WAVE_BUILD_REPO), ("WAVE_CACHE_REPO", W
 WAVE_INSECURE_REGISTRIES = env_list("WAVE_INSECURE_REGISTRIES", ["localhost", "127.0.0.1"])
 WAVE_SSRF_ALLOW = env_list("WAVE_SSRF_ALLOW", [])
 WAVE_TOKEN_TTL = env_int("WAVE_TOKEN_TTL", 129600, minimum=60)
+WAVE_REQUEST_RETENTION_DAYS = env_int("WAVE_REQUEST_RETENTION_DAYS", 7, minimum=0)
+WAVE_UPSTREAM_CACHE_TTL = env_int("WAVE_UPSTREAM_CACHE_TTL", 60, minimum=0)
+WAVE_CONTAINER_FILE_MAX_SIZE = env_int("WAVE_CONTAINER_FILE_MAX_SIZE", 10000, minimum=1)
+WAVE_CONDA_FILE_MAX_SIZE = env_int("WAVE_CONDA_FILE_MAX_SIZE", 50000, minimum=1)
+WAVE_LAYER_MAX_SIZE = env_int("WAVE_LAYER_MAX_SIZE", 14_000_000, minimum=1)
+WAVE_MAX_REQUEST_BYTES = env_int("WAVE_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+WAVE_RATE_LIMIT_BUILDS_PER_HOUR = env_int("WAVE_RATE_LIMIT_BUILDS_PER_HOUR", 0, minimum=0)
+WAVE_RATE_LIMIT_PULLS_PER_MINUTE = env_int("WAVE_RATE_LIMIT_PULLS_PER_MINUTE", 0, minimum=0)
 WAVE_TOWER_ENDPOINT = env_url(
     "WAVE_TOWER_ENDPOINT", "https://api.cloud.seqera.io", schemes=frozenset({"http", "https"})
 )
@@ -255,6 +265,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "HealthStatusEnum": ["UP", "DOWN"],
+        "ContainerStatusEnum": ["PENDING", "BUILDING", "DONE"],
+    },
 }
 
 # --- Misc -------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ def test_celery_queues_and_routes() -> None:
     assert QUEUES == ("builds", "layers", "default")
     assert [q.name for q in app.conf.task_queues] == ["builds", "layers", "default"]
     assert app.conf.task_default_queue == "default"
-    assert app.conf.task_routes["builds.tasks.*"] == {"queue": "builds"}
-    assert app.conf.task_routes["requests_app.tasks.layer_*"] == {"queue": "layers"}
+    assert app.conf.task_routes["builds.*"] == {"queue": "builds"}
+    assert app.conf.task_routes["requests_app.layer_*"] == {"queue": "layers"}
 
 
 def test_celery_time_limits_cover_the_build_timeout() -> None:
@@ -33,4 +33,4 @@ def test_celery_time_limits_cover_the_build_timeout() -> None:
 
 def test_celery_uses_redis_when_configured() -> None:
     assert app.conf.broker_url == "redis://127.0.0.1:6379/15"
-    assert app.conf.beat_schedule == {}
+    assert app.conf.beat_schedule["purge-expired-container-requests"]["task"] == "requests_app.container_request_purge"

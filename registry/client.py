@@ -1,0 +1,273 @@
+"""Upstream registry client (OCI distribution, pull side): endpoint, auth challenge, tokens, retries.
+
+Auth follows the registry's challenge on `GET /v2/`: anonymous, Basic, or a Bearer token fetched from
+the realm it names (`service` and `scope=repository:<name>:pull`, Basic credentials when known).
+Tokens are cached (through the `cache` passed in, shared by every process when it is Redis) for
+their `expires_in`; on a 401 the cached token is dropped and the request retried, twice at most.
+429 and 5xx answers are retried with bounded backoff. Redirects are never followed with credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from registry.endpoints import registry_base_url
+from registry.reference import ImageReference
+
+MANIFEST_MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/json",
+)
+MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
+CHALLENGE_TTL = 300
+DEFAULT_TOKEN_TTL = 60
+
+
+class Cache(Protocol):
+    def get(self, key: str) -> object | None: ...
+    def set(self, key: str, value: object, timeout: int) -> None: ...
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def basic_header(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    digest: str
+    media_type: str
+    size: int
+
+
+class RegistryError(Exception):
+    """An upstream failure; `status` is what it means for our client (404, 401, 403, 503...)."""
+
+    status = 502
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ManifestUnknownError(RegistryError):
+    status = 404
+
+
+class RegistryUnauthorizedError(RegistryError):
+    status = 401
+
+
+class RegistryDeniedError(RegistryError):
+    status = 403
+
+
+class RegistryUnavailableError(RegistryError):
+    status = 503
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # "anonymous", "basic" or "bearer"
+    realm: str = ""
+    service: str = ""
+
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+def parse_challenge(header: str | None) -> Challenge:
+    if not header:
+        return Challenge("anonymous")
+    scheme, _, params = header.strip().partition(" ")
+    values = dict(_CHALLENGE_PARAM.findall(params))
+    if scheme.lower() == "bearer":
+        return Challenge("bearer", realm=values.get("realm", ""), service=values.get("service", ""))
+    if scheme.lower() == "basic":
+        return Challenge("basic", realm=values.get("realm", ""))
+    return Challenge("anonymous")
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        *,
+        insecure: Iterable[str],
+        credentials: Callable[[str], Credentials | None],
+        cache: Cache,
+        check_destination: Callable[[str], None] = lambda authority: None,
+        http: httpx.Client | None = None,
+        retries: int = 2,
+        backoff: float = 0.25,
+    ) -> None:
+        self.insecure = tuple(insecure)
+        self.credentials = credentials
+        self.cache = cache
+        self.check_destination = check_destination
+        self.http = http or httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        self.retries = retries
+        self.backoff = backoff
+
+    # --- public API ---------------------------------------------------------------------------
+    def head_manifest(self, ref: ImageReference) -> ManifestInfo:
+        """Digest, media type and size of a manifest, by tag or digest."""
+        path = f"/v2/{ref.repository}/manifests/{ref.version}"
+        response = self.request("HEAD", ref.registry, ref.repository, path, headers={"Accept": MANIFEST_ACCEPT})
+        self._raise_for_status(response, ref)
+        digest = response.headers.get("Docker-Content-Digest")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        size = int(response.headers.get("Content-Length") or 0)
+        if not digest:
+            # Some registries omit the digest on HEAD: fetch the bytes and hash them.
+            full = self.request("GET", ref.registry, ref.repository, path, headers={"Accept": MANIFEST_ACCEPT})
+            self._raise_for_status(full, ref)
+            digest = "sha256:" + hashlib.sha256(full.content).hexdigest()
+            size = len(full.content)
+        return ManifestInfo(digest=digest, media_type=media_type, size=size)
+
+    def request(
+        self, method: str, registry: str, repository: str, path: str, *, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """An authenticated request to `registry`, with token refresh on 401 and retries on 429/5xx."""
+        self.check_destination(registry)
+        url = registry_base_url(registry, self.insecure) + path
+        credentials = self.credentials(registry)
+        for auth_attempt in range(3):
+            authorization = self._authorization(registry, repository, credentials, fresh=auth_attempt > 0)
+            request_headers = dict(headers or {})
+            if authorization:
+                request_headers["Authorization"] = authorization
+            response = self._send(method, url, request_headers)
+            if response.status_code != 401:
+                return response
+            self._forget(registry, repository, credentials)
+        return response
+
+    # --- auth ---------------------------------------------------------------------------------
+    def _challenge(self, registry: str, *, fresh: bool) -> Challenge:
+        key = f"wave:registry:challenge:{registry}"
+        cached = None if fresh else self.cache.get(key)
+        if isinstance(cached, dict):
+            return Challenge(**cached)
+        response = self._send("GET", registry_base_url(registry, self.insecure) + "/v2/", {})
+        if response.status_code == 401:
+            challenge = parse_challenge(response.headers.get("WWW-Authenticate"))
+        elif response.status_code < 400:
+            challenge = Challenge("anonymous")
+        else:
+            raise RegistryUnavailableError(f"Registry '{registry}' answered {response.status_code} to /v2/")
+        self.cache.set(key, challenge.__dict__, CHALLENGE_TTL)
+        return challenge
+
+    def _token_key(self, registry: str, repository: str, credentials: Credentials | None) -> str:
+        who = credentials.fingerprint() if credentials else "anonymous"
+        return f"wave:registry:token:{registry}:{repository}:{who}"
+
+    def _forget(self, registry: str, repository: str, credentials: Credentials | None) -> None:
+        self.cache.delete(self._token_key(registry, repository, credentials))
+        self.cache.delete(f"wave:registry:challenge:{registry}")
+
+    def _authorization(
+        self, registry: str, repository: str, credentials: Credentials | None, *, fresh: bool
+    ) -> str | None:
+        challenge = self._challenge(registry, fresh=fresh)
+        if challenge.scheme == "anonymous":
+            return None
+        if challenge.scheme == "basic":
+            return credentials.basic_header() if credentials else None
+        key = self._token_key(registry, repository, credentials)
+        token = None if fresh else self.cache.get(key)
+        if not isinstance(token, str):
+            token, ttl = self._fetch_token(challenge, repository, credentials, registry)
+            self.cache.set(key, token, ttl)
+        return f"Bearer {token}"
+
+    def _fetch_token(
+        self, challenge: Challenge, repository: str, credentials: Credentials | None, registry: str
+    ) -> tuple[str, int]:
+        realm = urlsplit(challenge.realm)
+        if realm.scheme not in {"http", "https"} or not realm.netloc:
+            raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm")
+        self.check_destination(realm.netloc)
+        params = {"scope": f"repository:{repository}:pull"}
+        if challenge.service:
+            params["service"] = challenge.service
+        auth = httpx.BasicAuth(credentials.username, credentials.password) if credentials else None
+        try:
+            response = self._send_with_retries(
+                lambda: self.http.get(challenge.realm, params=params, auth=auth, timeout=DEFAULT_TIMEOUT)
+            )
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailableError(f"Token service of registry '{registry}' is unreachable: {exc}") from None
+        if response.status_code in {401, 403}:
+            raise RegistryUnauthorizedError(f"Registry '{registry}' refused the credentials")
+        if response.status_code != 200:
+            raise RegistryUnavailableError(f"Token service of registry '{registry}' answered {response.status_code}")
+        try:
+            body = response.json()
+        except json.JSONDecodeError:
+            raise RegistryUnavailableError(f"Token service of registry '{registry}' sent no JSON") from None
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise RegistryUnavailableError(f"Token service of registry '{registry}' sent no token")
+        expires_in = int(body.get("expires_in") or DEFAULT_TOKEN_TTL)
+        return token, max(expires_in - 10, 5)
+
+    # --- transport ----------------------------------------------------------------------------
+    def _send(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        try:
+            return self._send_with_retries(lambda: self.http.request(method, url, headers=headers))
+        except httpx.HTTPError as exc:
+            host = urlsplit(url).netloc
+            raise RegistryUnavailableError(f"Registry '{host}' is unreachable: {type(exc).__name__}") from None
+
+    def _send_with_retries(self, send: Callable[[], httpx.Response]) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            try:
+                response = send()
+            except (httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError):
+                if attempt == self.retries:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
+                    return response
+            time.sleep(self.backoff * (2**attempt))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response, ref: ImageReference) -> None:
+        status = response.status_code
+        if status < 300:
+            return
+        if status == 404:
+            raise ManifestUnknownError(f"Manifest '{ref}' not found")
+        if status == 401:
+            raise RegistryUnauthorizedError(f"Registry '{ref.registry}' requires authentication for '{ref}'")
+        if status == 403:
+            raise RegistryDeniedError(f"Registry '{ref.registry}' denied access to '{ref}'")
+        if status == 429 or status >= 500:
+            raise RegistryUnavailableError(f"Registry '{ref.registry}' answered {status} for '{ref}'")
+        raise RegistryError(f"Registry '{ref.registry}' answered {status} for '{ref}'")

@@ -1,0 +1,61 @@
+"""Server-side request forgery rules for every destination a client's request names.
+
+After DNS resolution, loopback, private, link-local (cloud metadata included), unique-local, multicast,
+reserved and unspecified addresses are refused, unless the host is explicitly allowed. Unresolvable
+hosts fail closed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+from registry.endpoints import split_host_port
+
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+
+
+class DestinationRefusedError(Exception):
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"Destination '{host}' is not allowed: {reason}")
+        self.host = host
+        self.message = str(self)
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_loopback
+        or ip.is_private
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv6Address) and ip in ipaddress.ip_network("fc00::/7"))
+    )
+
+
+def check_destination(authority: str, *, allow: Iterable[str] = (), trusted: Iterable[str] = ()) -> None:
+    """Raise DestinationRefusedError unless `authority` (`host[:port]`) may be contacted.
+
+    `allow` lists host names or IPs allowed on any port; `trusted` lists authorities (the service's own
+    registries) allowed as written.
+    """
+    host, _ = split_host_port(authority)
+    if authority.lower() in {t.lower() for t in trusted}:
+        return
+    if host in {entry.strip().lower() for entry in allow}:
+        return
+    if host in METADATA_HOSTS:
+        raise DestinationRefusedError(host, "cloud metadata service")
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise DestinationRefusedError(host, "the host name does not resolve") from None
+    for info in infos:
+        address = str(info[4][0])
+        if not _is_public(address):
+            raise DestinationRefusedError(host, "it resolves to a private or local address")

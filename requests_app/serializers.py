@@ -1,0 +1,248 @@
+"""Wire formats of the container request API (v1 `/container-token`, v2 `/v1alpha2/container`).
+
+Input serializers only check types; the reference's rules and messages live in `validation.py`.
+Output is built from the model by `present_*` functions, omitting null fields as the reference does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from rest_framework import serializers
+
+from requests_app.models import ContainerRequest, InjectedLayer
+
+# --- input --------------------------------------------------------------------------------------
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only: DRF's CharField would turn `42` or `true` into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _text(**kwargs: Any) -> serializers.CharField:
+    """A string kept exactly as sent (validation decides about blanks and spaces)."""
+    return StrictCharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False, **kwargs)
+
+
+class ContainerLayerInputSerializer(serializers.Serializer):
+    location = StrictCharField(
+        trim_whitespace=False, help_text="http(s) URL of a tar.gz layer, or `data:` + its base64 content."
+    )
+    gzipDigest = StrictCharField(help_text="sha256 of the tar.gz, e.g. `sha256:a7c7...`.")
+    gzipSize = serializers.IntegerField(min_value=0, help_text="Size of the tar.gz in bytes (number or string).")
+    tarDigest = StrictCharField(help_text="sha256 of the uncompressed tar.")
+
+
+class ContainerConfigInputSerializer(serializers.Serializer):
+    entrypoint = serializers.ListField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False, allow_null=True
+    )
+    cmd = serializers.ListField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False, allow_null=True
+    )
+    env = serializers.ListField(
+        child=StrictCharField(trim_whitespace=False),
+        required=False,
+        allow_null=True,
+        help_text="`NAME=value` entries appended to the image's environment.",
+    )
+    workingDir = _text(help_text="Working directory of the container.")
+    layers = ContainerLayerInputSerializer(many=True, required=False, allow_null=True)  # fmt: skip
+
+
+class ContainerRequestV1InputSerializer(serializers.Serializer):
+    containerImage = _text(help_text="Image to serve, e.g. `docker.io/library/ubuntu:latest`.")
+    containerFile = _text(help_text="Dockerfile to build, base64-encoded.")
+    containerConfig = ContainerConfigInputSerializer(required=False, allow_null=True)
+    condaFile = _text(help_text="Conda environment file, base64-encoded.")
+    spackFile = _text(help_text="Spack recipe, base64-encoded.")
+    containerPlatform = _text(help_text="e.g. `linux/amd64` (default), `linux/arm64`.")
+    buildRepository = _text(help_text="Repository builds are pushed to.")
+    cacheRepository = _text(help_text="Repository of build layer caches.")
+    timestamp = _text(help_text="Submission time, ISO-8601.")
+    fingerprint = _text(help_text="The client's unique fingerprint of the request.")
+    towerAccessToken = _text(write_only=True, help_text="Tower access token (never stored or echoed).")
+    towerRefreshToken = _text(write_only=True, help_text="Tower refresh token (never stored or echoed).")
+    towerEndpoint = _text(help_text="Tower endpoint; `https://api.tower.nf` means `https://api.cloud.seqera.io`.")
+    towerWorkspaceId = serializers.IntegerField(required=False, allow_null=True)
+    packages = serializers.JSONField(required=False, allow_null=True, help_text="v2 only.")
+
+
+class ContainerRequestV2InputSerializer(ContainerRequestV1InputSerializer):
+    packages = serializers.JSONField(required=False, allow_null=True, help_text="Packages to build (CONDA, CRAN).")
+    nameStrategy = serializers.ChoiceField(
+        choices=["none", "tagPrefix", "imageSuffix"], required=False, allow_null=True
+    )
+    freeze = serializers.BooleanField(required=False, default=False)
+    dryRun = serializers.BooleanField(
+        required=False, default=False, help_text="Validate and check only; store nothing."
+    )
+    mirror = serializers.BooleanField(required=False, default=False)
+    workflowId = _text()
+    buildContext = serializers.JSONField(required=False, allow_null=True)
+    format = serializers.ChoiceField(choices=["docker", "sif"], required=False, allow_null=True)
+
+
+# --- output (documented shapes; responses are built by present_* below) ------------------------
+
+
+class ContainerTokenV1ResponseSerializer(serializers.Serializer):
+    containerToken = serializers.CharField(help_text="12 lowercase hex characters.")
+    targetImage = serializers.CharField(help_text="`<server>/wt/<token>/<path>:<tag>`, pullable by any client.")
+    expiration = serializers.DateTimeField(help_text="When the token stops authorising pulls.")
+    containerImage = serializers.CharField(help_text="The normalised source image.")
+    buildId = serializers.CharField(required=False, help_text="Present when a build was started or joined.")
+
+
+class ContainerTokenV2ResponseSerializer(ContainerTokenV1ResponseSerializer):
+    cached = serializers.BooleanField(required=False, help_text="Only with a buildId: the image already existed.")
+    freeze = serializers.BooleanField()
+    succeeded = serializers.BooleanField(required=False)
+
+
+class ImageDigestSerializer(serializers.Serializer):
+    image = serializers.CharField()
+    digest = serializers.CharField(required=False)
+
+
+class ContainerRequestRecordSerializer(serializers.Serializer):
+    containerImage = serializers.CharField()
+    containerPlatform = serializers.CharField()
+    containerConfig = serializers.DictField(required=False)
+    targetImage = serializers.CharField()
+    fingerprint = serializers.CharField(required=False)
+    timestamp = serializers.CharField(required=False)
+    towerEndpoint = serializers.CharField(required=False)
+    towerWorkspaceId = serializers.IntegerField(required=False)
+    userName = serializers.CharField(required=False)
+    buildId = serializers.CharField(required=False)
+    creationTime = serializers.DateTimeField()
+
+
+class ContainerDescriptionSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expiration = serializers.DateTimeField()
+    request = ContainerRequestRecordSerializer()
+    source = ImageDigestSerializer()
+    wave = ImageDigestSerializer()
+
+
+class ContainerRecordV2Serializer(ContainerRequestRecordSerializer):
+    requestId = serializers.CharField(help_text="The container token.")
+    expiration = serializers.DateTimeField()
+    freeze = serializers.BooleanField()
+    sourceDigest = serializers.CharField(required=False)
+    waveDigest = serializers.CharField(required=False)
+
+
+class ContainerStatusSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The container token.")
+    status = serializers.ChoiceField(choices=["PENDING", "BUILDING", "DONE"])
+    buildId = serializers.CharField(required=False)
+    succeeded = serializers.BooleanField(required=False, help_text="Present once DONE.")
+    reason = serializers.CharField(required=False, help_text="Why it did not succeed.")
+    detailsUri = serializers.CharField(required=False)
+    creationTime = serializers.DateTimeField()
+    duration = serializers.FloatField(required=False, help_text="Seconds from creation to completion.")
+
+
+# --- presenters -----------------------------------------------------------------------------------
+
+
+def instant(value: dt.datetime) -> str:
+    """ISO-8601 instant in UTC with milliseconds: `2026-11-28T12:00:00.123Z`."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _without_nulls(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if value is not None and value != ""}
+
+
+def present_token(request: ContainerRequest, *, v2: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "containerToken": request.token,
+        "targetImage": request.target_image,
+        "expiration": instant(request.expires_at),
+        "containerImage": request.source_image,
+        "buildId": request.build_id or None,
+    }
+    if v2:
+        body["freeze"] = False
+    return _without_nulls(body)
+
+
+def _layer(layer: InjectedLayer) -> dict[str, Any]:
+    return {
+        "location": layer.url if layer.kind == InjectedLayer.Kind.HTTP else "data:",
+        "gzipDigest": layer.gzip_digest,
+        "gzipSize": layer.gzip_size,
+        "tarDigest": layer.tar_digest,
+    }
+
+
+def present_record(request: ContainerRequest) -> dict[str, Any]:
+    config = dict(request.container_config)
+    layers = list(request.layers.all())
+    if layers:
+        config["layers"] = [_layer(layer) for layer in layers]
+    return _without_nulls(
+        {
+            "containerImage": request.source_image,
+            "containerPlatform": request.platform,
+            "containerConfig": config or None,
+            "targetImage": request.target_image,
+            "fingerprint": request.fingerprint,
+            "timestamp": request.client_timestamp,
+            "towerEndpoint": request.tower_endpoint,
+            "towerWorkspaceId": request.tower_workspace_id,
+            "userName": request.user_name,
+            "buildId": request.build_id,
+            "creationTime": instant(request.created_at),
+        }
+    )
+
+
+def present_description(request: ContainerRequest) -> dict[str, Any]:
+    return {
+        "token": request.token,
+        "expiration": instant(request.expires_at),
+        "request": present_record(request),
+        "source": _without_nulls({"image": request.source_image, "digest": request.source_digest}),
+        "wave": _without_nulls({"image": request.target_image, "digest": request.wave_digest}),
+    }
+
+
+def present_record_v2(request: ContainerRequest) -> dict[str, Any]:
+    return _without_nulls(
+        {
+            "requestId": request.token,
+            **present_record(request),
+            "expiration": instant(request.expires_at),
+            "freeze": False,
+            "sourceDigest": request.source_digest,
+            "waveDigest": request.wave_digest,
+        }
+    )
+
+
+def present_status(request: ContainerRequest) -> dict[str, Any]:
+    """PENDING while layers download; DONE once all are ready (succeeded) or one failed (with the reason)."""
+    layers = list(request.layers.all())
+    failed = [layer for layer in layers if layer.state == InjectedLayer.State.FAILED]
+    pending = [layer for layer in layers if layer.state == InjectedLayer.State.PENDING]
+    body: dict[str, Any] = {"id": request.token, "creationTime": instant(request.created_at)}
+    if failed:
+        first = failed[0]
+        reason = f"Layer {first.position} ({first.gzip_digest}) failed: {first.failure_reason}"
+        body.update(status="DONE", succeeded=False, reason=reason)
+    elif pending:
+        body.update(status="PENDING")
+    else:
+        body.update(status="DONE", succeeded=True)
+    return body

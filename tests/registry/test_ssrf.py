@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from registry.ssrf import DestinationRefusedError, check_destination
+
+
+@pytest.mark.parametrize(
+    "authority",
+    ["127.0.0.1:5000", "localhost", "10.1.2.3", "172.16.0.1", "192.168.1.1:443", "169.254.169.254",
+     "[::1]:5000", "[fd00::1]", "0.0.0.0", "metadata.google.internal", "[::ffff:127.0.0.1]"],
+)  # fmt: skip
+def test_local_private_and_metadata_destinations_are_refused(authority: str) -> None:
+    with pytest.raises(DestinationRefusedError):
+        check_destination(authority)
+
+
+def test_unresolvable_host_fails_closed() -> None:
+    with pytest.raises(DestinationRefusedError) as error:
+        check_destination("no-such-host.invalid")
+    assert error.value.message == "Destination 'no-such-host.invalid' is not allowed: the host name does not resolve"
+
+
+def test_public_addresses_pass() -> None:
+    check_destination("8.8.8.8")
+    check_destination("[2001:4860:4860::8888]:443")
+
+
+def test_allow_list_names_hosts_on_any_port_and_trusted_names_exact_authorities() -> None:
+    check_destination("127.0.0.1:5000", allow=["127.0.0.1"])
+    check_destination("localhost:1234", allow=["LOCALHOST"])
+    check_destination("localhost:5000", trusted=["localhost:5000"])
+    with pytest.raises(DestinationRefusedError):
+        check_destination("localhost:5001", trusted=["localhost:5000"])

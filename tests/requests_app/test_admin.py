@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
+
+from requests_app.models import ContainerRequest, InjectedLayer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(client: Client) -> Client:
+    get_user_model().objects.create_superuser("ops", password="ops-pass")
+    client.login(username="ops", password="ops-pass")
+    return client
+
+
+def make_request(token: str, image: str, **fields: object) -> ContainerRequest:
+    defaults = {"expires_at": timezone.now() + dt.timedelta(hours=1), "target_image": f"localhost:9090/wt/{token}/x"}
+    return ContainerRequest.objects.create(token=token, source_image=image, **{**defaults, **fields})
+
+
+def test_changelist_searches_by_token_image_and_fingerprint(operator: Client) -> None:
+    make_request("aaaaaaaaaaaa", "quay.io/org/alpha:1", fingerprint="fp-alpha")
+    make_request("bbbbbbbbbbbb", "docker.io/library/beta:2")
+    page = operator.get("/admin/requests_app/containerrequest/?q=aaaaaaaaaaaa").content.decode()
+    assert "quay.io/org/alpha:1" in page
+    assert "beta" not in page
+    page = operator.get("/admin/requests_app/containerrequest/?q=beta").content.decode()
+    assert "bbbbbbbbbbbb" in page
+    assert "aaaaaaaaaaaa" not in page
+    page = operator.get("/admin/requests_app/containerrequest/?q=fp-alpha").content.decode()
+    assert "aaaaaaaaaaaa" in page
+
+
+def test_state_filter(operator: Client) -> None:
+    make_request("aaaaaaaaaaaa", "a/active:1")
+    make_request("bbbbbbbbbbbb", "b/expired:1", expires_at=timezone.now() - dt.timedelta(minutes=1))
+    make_request("cccccccccccc", "c/revoked:1", revoked_at=timezone.now())
+    for state, token in (("active", "aaaaaaaaaaaa"), ("expired", "bbbbbbbbbbbb"), ("revoked", "cccccccccccc")):
+        page = operator.get(f"/admin/requests_app/containerrequest/?state={state}").content.decode()
+        assert token in page
+        assert sum(t in page for t in ("aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc")) == 1
+
+
+def test_request_page_shows_layers_read_only(operator: Client) -> None:
+    request = make_request("aaaaaaaaaaaa", "a/b:1")
+    InjectedLayer.objects.create(
+        request=request, position=0, kind="http", url="https://e.org/l.tgz", gzip_digest="sha256:" + "d" * 64,
+        gzip_size=10, tar_digest="sha256:" + "e" * 64, state="failed", failure_reason="gzip digest mismatch",
+    )  # fmt: skip
+    page = operator.get(f"/admin/requests_app/containerrequest/{request.pk}/change/").content.decode()
+    assert "https://e.org/l.tgz" in page
+    assert "gzip digest mismatch" in page
+    assert 'name="layers-0-url"' not in page  # no editable layer inputs
+
+
+def test_revoke_action(operator: Client) -> None:
+    first = make_request("aaaaaaaaaaaa", "a/b:1")
+    second = make_request("bbbbbbbbbbbb", "a/b:2")
+    response = operator.post(
+        "/admin/requests_app/containerrequest/",
+        {"action": "revoke", "_selected_action": [first.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "1 token(s) revoked." in response.content.decode()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revoked_at is not None
+    assert second.revoked_at is None
+
+
+def test_anonymous_cannot_see_requests(client: Client) -> None:
+    make_request("aaaaaaaaaaaa", "a/b:1")
+    response = client.get("/admin/requests_app/containerrequest/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")

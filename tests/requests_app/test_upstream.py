@@ -1,0 +1,83 @@
+"""The upstream check of a request's source image, against real registries with real auth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pytest_django.fixtures import Settings
+
+from requests_app.models import ContainerRequest
+from tests.conftest import PushedImage
+from tests.requests_app.conftest import Post
+from tests.support.images import Builder
+from tests.support.registry import ANONYMOUS, start_registry
+
+pytestmark = pytest.mark.django_db
+
+
+def credentials_file(tmp_path: Path, image: PushedImage, password: str | None = None) -> str:
+    path = tmp_path / "registry-credentials.json"
+    entry = {"username": image.registry.username, "password": password or image.registry.password}
+    path.write_text(json.dumps({image.registry.host: entry}))
+    return str(path)
+
+
+@pytest.mark.parametrize("fixture_name", ["basic_image", "token_image"])
+def test_private_image_needs_the_service_credentials(
+    fixture_name: str, request: pytest.FixtureRequest, post: Post, settings: Settings, tmp_path: Path
+) -> None:
+    image: PushedImage = request.getfixturevalue(fixture_name)
+    refused = post({"containerImage": image.reference})
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "message": f"Container image '{image.reference}' does not exist or access is not authorized"
+    }
+    assert ContainerRequest.objects.count() == 0
+
+    settings.WAVE_REGISTRY_CREDENTIALS = credentials_file(tmp_path, image, password="wrong")
+    assert post({"containerImage": image.reference}).status_code == 400
+    assert ContainerRequest.objects.count() == 0
+
+    settings.WAVE_REGISTRY_CREDENTIALS = credentials_file(tmp_path, image)
+    accepted = post({"containerImage": image.reference})
+    assert accepted.status_code == 200, accepted.content
+    stored = ContainerRequest.objects.get(token=accepted.json()["containerToken"])
+    assert stored.source_digest == image.digest
+
+
+def test_token_flow_asks_for_pull_scope_with_basic_credentials(
+    token_image: PushedImage, post: Post, settings: Settings, tmp_path: Path
+) -> None:
+    token_server = token_image.registry.token_server
+    assert token_server is not None
+    settings.WAVE_REGISTRY_CREDENTIALS = credentials_file(tmp_path, token_image)
+    token_server.requests.clear()
+    assert post({"containerImage": token_image.reference}).status_code == 200
+    assert [(r.username, r.scopes) for r in token_server.requests] == [
+        (token_image.registry.username, ["repository:library/busybox:pull"])
+    ]
+
+
+def test_upstream_answer_is_cached_briefly(builder: Builder, busybox_image_id: str, post: Post) -> None:
+    registry = start_registry(ANONYMOUS)
+    try:
+        reference = f"{registry.host}/library/busybox:cached"
+        builder.push(busybox_image_id, reference)
+        assert post({"containerImage": reference}).status_code == 200
+    finally:
+        registry.stop()
+    # The registry is gone: the cached answer still accepts the same image.
+    assert post({"containerImage": reference}).status_code == 200
+    assert ContainerRequest.objects.filter(source_image=reference).count() == 2
+
+
+def test_unreachable_registry_is_503_and_stores_nothing(post: Post, settings: Settings) -> None:
+    from tests.support.network import free_port
+
+    response = post({"containerImage": f"127.0.0.1:{free_port()}/library/busybox:1"})
+    assert response.status_code == 503
+    assert response.json()["message"].startswith("Registry '127.0.0.1:")
+    assert "is unreachable" in response.json()["message"]
+    assert ContainerRequest.objects.count() == 0

@@ -1,0 +1,262 @@
+"""Every validation rule of the reference (behavior.md section 1), with its exact message.
+
+Each rejected request must store nothing: no request row, no layer row, no blob.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import default_storage
+from pytest_django.fixtures import Settings
+
+from requests_app.models import ContainerRequest, InjectedLayer
+from tests.requests_app.conftest import Post
+from tests.support.layers import make_layer
+
+pytestmark = pytest.mark.django_db
+
+DIGEST = "sha256:" + "a" * 64
+DOCKERFILE = base64.b64encode(b"FROM busybox\nRUN echo hi\n").decode()
+
+
+def assert_rejected(response, message: str, status: int = 400) -> None:  # noqa: ANN001 - HttpResponse
+    assert response.status_code == status, response.content
+    assert response.json() == {"message": message}
+    assert ContainerRequest.objects.count() == 0
+    assert InjectedLayer.objects.count() == 0
+    blobs = Path(default_storage.location)
+    assert not any(p.is_file() for p in blobs.rglob("*"))
+
+
+def test_neither_image_nor_file(post: Post) -> None:
+    assert_rejected(
+        post({"containerPlatform": "linux/amd64"}), "Specify either 'containerImage' or 'containerFile' attribute"
+    )
+
+
+def test_image_and_file_together(post: Post, image: str) -> None:
+    assert_rejected(
+        post({"containerImage": image, "containerFile": DOCKERFILE}),
+        "Attributes 'containerImage' and 'containerFile' cannot be used in the same request",
+    )
+
+
+@pytest.mark.parametrize("attribute", ["containerFile", "condaFile", "spackFile"])
+def test_file_not_strict_base64(post: Post, attribute: str) -> None:
+    body = {attribute: "not base64!!"}
+    assert_rejected(post(body), f"Invalid '{attribute}' attribute - make sure it encoded as a base64 string")
+
+
+def test_container_file_too_large(post: Post) -> None:
+    big = base64.b64encode(b"FROM busybox\n" + b"#" * 8000).decode()
+    assert len(big) > 10000
+    assert_rejected(post({"containerFile": big}), "Container file size exceeds the maximum allowed size of 10000 bytes")
+
+
+def test_container_file_limit_is_configurable(post: Post, settings: Settings) -> None:
+    settings.WAVE_CONTAINER_FILE_MAX_SIZE = 20
+    assert_rejected(
+        post({"containerFile": DOCKERFILE}), "Container file size exceeds the maximum allowed size of 20 bytes"
+    )
+
+
+def test_conda_file_too_large(post: Post) -> None:
+    big = base64.b64encode(b"name: x\n" + b"#" * 40000).decode()
+    assert len(big) > 50000
+    assert_rejected(post({"condaFile": big}), "Conda file size exceeds the maximum allowed size of 50000 bytes")
+
+
+def test_layer_location_too_long(post: Post, image: str, settings: Settings) -> None:
+    settings.WAVE_LAYER_MAX_SIZE = 1000
+    layer = make_layer({"a.txt": b"x" * 5000}).as_request(location="data:" + "A" * 1000)
+    body = {"containerImage": image, "containerConfig": {"layers": [layer]}}
+    assert_rejected(post(body), "Container layer exceeds the maximum allowed size")
+
+
+def test_image_with_protocol(post: Post) -> None:
+    assert_rejected(
+        post({"containerImage": "http://docker.io/foo:latest"}),
+        "Invalid container repository name — offending value: 'http://docker.io/foo:latest'",
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http:docker.io/foo", "docker:quay.io/foo:latest", "ubuntu: latest", "ubuntu ", "", "localhost:port/foo"],
+)
+def test_malformed_image_name(post: Post, value: str) -> None:
+    assert_rejected(post({"containerImage": value}), f"Invalid container image name — offending value: '{value}'")
+
+
+def test_digest_with_container_config(post: Post) -> None:
+    body = {"containerImage": f"127.0.0.1:5000/x/y@{DIGEST}", "containerConfig": {"env": ["A=1"]}}
+    assert_rejected(
+        post(body), "Container requests made using a SHA256 as tag does not support the 'containerConfig' attribute"
+    )
+
+
+def test_unsupported_platform(post: Post, image: str) -> None:
+    assert_rejected(post({"containerImage": image, "containerPlatform": "foo"}), "Unsupported container platform: foo")
+
+
+def test_invalid_platform(post: Post, image: str) -> None:
+    assert_rejected(
+        post({"containerImage": image, "containerPlatform": "linux//amd64"}), "Invalid container platform: linux//amd64"
+    )
+
+
+@pytest.mark.parametrize(
+    ("attribute", "label"),
+    [("buildRepository", "Container build repository"), ("cacheRepository", "Container build cache repository")],
+)
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("https://quay.io/user/repo", "should not include any protocol prefix"),
+        ("quay.io", "is invalid or incomplete"),
+        ("quay.io/user/repo:1.0", "should not include any tag suffix"),
+    ],
+)
+def test_build_and_cache_repository(post: Post, attribute: str, label: str, value: str, problem: str) -> None:
+    body = {"containerFile": DOCKERFILE, attribute: value}
+    assert_rejected(post(body), f"{label} {problem} - offending value: '{value}'")
+
+
+@pytest.mark.parametrize("path", ["/.docker/config.json", "/kaniko"])
+def test_container_file_touching_builder_secrets(post: Post, path: str) -> None:
+    dockerfile = base64.b64encode(f"FROM busybox\nRUN cat /root{path}\n".encode()).decode()
+    assert_rejected(post({"containerFile": dockerfile}), f"Invalid container file - it must not access '{path}'")
+
+
+def test_v2_container_file_and_packages_conflict(post: Post) -> None:
+    body = {"containerFile": DOCKERFILE, "packages": {"type": "CONDA", "entries": ["samtools"]}}
+    assert_rejected(post(body, v2=True), "Attribute `containerFile` and `packages` conflicts each other")
+
+
+def test_v2_conda_file_is_deprecated(post: Post) -> None:
+    conda = base64.b64encode(b"dependencies: [samtools]\n").decode()
+    assert_rejected(post({"condaFile": conda}, v2=True), "Attribute `condaFile` is deprecated - use `packages` instead")
+
+
+def test_v1_packages_not_allowed(post: Post, image: str) -> None:
+    body = {"containerImage": image, "packages": {"type": "CONDA", "entries": ["samtools"]}}
+    assert_rejected(post(body), "Attribute `packages` is not allowed")
+
+
+def test_freeze_without_build_repository(post: Post, image: str) -> None:
+    assert_rejected(
+        post({"containerImage": image, "freeze": True}, v2=True),
+        "Attribute `buildRepository` must be specified when using freeze mode",
+    )
+
+
+def test_missing_image_upstream(post: Post, anonymous_image) -> None:  # noqa: ANN001 - fixture
+    missing = f"{anonymous_image.registry.host}/library/nothing-here:1.0"
+    assert_rejected(
+        post({"containerImage": missing}), f"Container image '{missing}' does not exist or access is not authorized"
+    )
+
+
+def test_missing_tag_upstream(post: Post, anonymous_image) -> None:  # noqa: ANN001 - fixture
+    missing = f"{anonymous_image.registry.host}/library/busybox:no-such-tag"
+    assert_rejected(
+        post({"containerImage": missing}), f"Container image '{missing}' does not exist or access is not authorized"
+    )
+
+
+def test_malformed_json(post: Post) -> None:
+    assert_rejected(post('{"containerImage": <script>'), "Malformed JSON request body")
+
+
+def test_json_that_is_not_an_object(post: Post) -> None:
+    assert_rejected(post('["ubuntu"]'), "Invalid data. Expected a dictionary, but got list.")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"containerImage": 42}, "containerImage: Not a valid string."),
+        ({"containerImage": "x", "towerWorkspaceId": "abc"}, "towerWorkspaceId: A valid integer is required."),
+        ({"containerImage": "x", "containerConfig": {"env": "A=1"}}, 'containerConfig.env: Expected a list of items but got type "str".'),
+        (
+            {"containerImage": "x", "containerConfig": {"layers": [{"location": "data:", "gzipDigest": "d", "gzipSize": "big", "tarDigest": "t"}]}},
+            "containerConfig.layers[0].gzipSize: A valid integer is required.",
+        ),
+    ],
+)  # fmt: skip
+def test_wrong_types(post: Post, body: dict, message: str) -> None:
+    assert_rejected(post(body), message)
+
+
+def test_layer_digest_format(post: Post, image: str) -> None:
+    layer = make_layer({"a": b"1"}).as_request(gzipDigest="md5:123")
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
+        "Invalid container layer 'gzipDigest' attribute - offending value: 'md5:123'",
+    )
+
+
+def test_layer_location_kind(post: Post, image: str) -> None:
+    layer = make_layer({"a": b"1"}).as_request(location="ftp://example.org/layer.tgz")
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
+        "Container layer location must be an http(s) URL or a 'data:' payload - offending value: "
+        "'ftp://example.org/layer.tgz'",
+    )
+
+
+def test_data_layer_with_wrong_gzip_digest(post: Post, image: str) -> None:
+    layer = make_layer({"a": b"1"})
+    body = {"containerImage": image, "containerConfig": {"layers": [layer.as_request(gzipDigest=DIGEST)]}}
+    assert_rejected(
+        post(body), f"Container layer gzip digest does not match - expected '{DIGEST}', got '{layer.gzip_digest}'"
+    )
+
+
+def test_data_layer_with_wrong_size(post: Post, image: str) -> None:
+    layer = make_layer({"a": b"1"})
+    size = len(layer.gzip_bytes)
+    body = {"containerImage": image, "containerConfig": {"layers": [layer.as_request(gzipSize=size + 1)]}}
+    assert_rejected(post(body), f"Container layer gzip size does not match - expected {size + 1} bytes, got {size}")
+
+
+def test_data_layer_with_wrong_tar_digest(post: Post, image: str) -> None:
+    layer = make_layer({"a": b"1"})
+    body = {"containerImage": image, "containerConfig": {"layers": [layer.as_request(tarDigest=DIGEST)]}}
+    assert_rejected(
+        post(body), f"Container layer tar digest does not match - expected '{DIGEST}', got '{layer.tar_digest}'"
+    )
+
+
+def test_data_layer_not_base64(post: Post, image: str) -> None:
+    layer = make_layer({"a": b"1"}).as_request(location="data:%%%")
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
+        "Invalid container layer data - make sure it encoded as a base64 string",
+    )
+
+
+def test_source_on_a_private_address_is_refused(post: Post, image: str, settings: Settings) -> None:
+    settings.WAVE_SSRF_ALLOW = []
+    assert_rejected(
+        post({"containerImage": image}),
+        "Destination '127.0.0.1' is not allowed: it resolves to a private or local address",
+    )
+
+
+def test_request_body_too_large(post: Post, settings: Settings) -> None:
+    settings.WAVE_MAX_REQUEST_BYTES = 2048
+    body = {"containerImage": "ubuntu", "fingerprint": "x" * 4096}
+    assert_rejected(post(body), "Request body exceeds the maximum allowed size of 2048 bytes", status=413)
+
+
+def test_builds_are_refused_until_they_are_available(post: Post) -> None:
+    assert_rejected(
+        post({"containerFile": DOCKERFILE}),
+        "Container builds (containerFile, condaFile, spackFile, packages, freeze, mirror) "
+        "are not available on this service yet",
+        status=501,
+    )
