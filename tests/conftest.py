@@ -46,7 +46,7 @@ def _clear_cache() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _private_blob_store(settings, tmp_path_factory: pytest.TempPathFactory) -> None:  # noqa: ANN001 - pytest-django
+def _private_blob_store(settings, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each test gets an empty blob store, so that 'nothing was written' can be asserted."""
     location = tmp_path_factory.mktemp("blobs")
     settings.STORAGES = {

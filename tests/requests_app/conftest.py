@@ -5,8 +5,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.http import HttpResponse
+from django.test import Client
 
 from tests.conftest import PushedImage
 

@@ -22,7 +22,7 @@ DIGEST = "sha256:" + "a" * 64
 DOCKERFILE = base64.b64encode(b"FROM busybox\nRUN echo hi\n").decode()
 
 
-def assert_rejected(response, message: str, status: int = 400) -> None:  # noqa: ANN001 - HttpResponse
+def assert_rejected(response, message: str, status: int = 400) -> None:
     assert response.status_code == status, response.content
     assert response.json() == {"message": message}
     assert ContainerRequest.objects.count() == 0
@@ -153,14 +153,14 @@ def test_freeze_without_build_repository(post: Post, image: str) -> None:
     )
 
 
-def test_missing_image_upstream(post: Post, anonymous_image) -> None:  # noqa: ANN001 - fixture
+def test_missing_image_upstream(post: Post, anonymous_image) -> None:
     missing = f"{anonymous_image.registry.host}/library/nothing-here:1.0"
     assert_rejected(
         post({"containerImage": missing}), f"Container image '{missing}' does not exist or access is not authorized"
     )
 
 
-def test_missing_tag_upstream(post: Post, anonymous_image) -> None:  # noqa: ANN001 - fixture
+def test_missing_tag_upstream(post: Post, anonymous_image) -> None:
     missing = f"{anonymous_image.registry.host}/library/busybox:no-such-tag"
     assert_rejected(
         post({"containerImage": missing}), f"Container image '{missing}' does not exist or access is not authorized"
@@ -175,18 +175,24 @@ def test_json_that_is_not_an_object(post: Post) -> None:
     assert_rejected(post('["ubuntu"]'), "Invalid data. Expected a dictionary, but got list.")
 
 
+BAD_LAYER = {"location": "data:", "gzipDigest": "d", "gzipSize": "big", "tarDigest": "t"}
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         ({"containerImage": 42}, "containerImage: Not a valid string."),
         ({"containerImage": "x", "towerWorkspaceId": "abc"}, "towerWorkspaceId: A valid integer is required."),
-        ({"containerImage": "x", "containerConfig": {"env": "A=1"}}, 'containerConfig.env: Expected a list of items but got type "str".'),
         (
-            {"containerImage": "x", "containerConfig": {"layers": [{"location": "data:", "gzipDigest": "d", "gzipSize": "big", "tarDigest": "t"}]}},
+            {"containerImage": "x", "containerConfig": {"env": "A=1"}},
+            'containerConfig.env: Expected a list of items but got type "str".',
+        ),
+        (
+            {"containerImage": "x", "containerConfig": {"layers": [BAD_LAYER]}},
             "containerConfig.layers[0].gzipSize: A valid integer is required.",
         ),
     ],
-)  # fmt: skip
+)
 def test_wrong_types(post: Post, body: dict, message: str) -> None:
     assert_rejected(post(body), message)
 
