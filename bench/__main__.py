@@ -7,6 +7,7 @@ import importlib
 
 BENCHMARKS = {
     "service_info": "GET /service-info and /health vs a bare ASGI app",
+    "container_token": "POST /container-token (Postgres, cached upstream check) vs GET /service-info",
 }
 
 

@@ -24,8 +24,7 @@ def running_service(tmp: Path, **env: str) -> Iterator[RunningService]:
         tmp / "data",
         DATABASE_URL=f"postgres://postgres:postgres@127.0.0.1:5432/{database}",
         REDIS_URL="redis://127.0.0.1:6379/13",
-        WAVE_REGISTRY_PORT=str(free_port()),
-        **{"WAVE_LOG_LEVEL": "WARNING", "WAVE_WEB_WORKERS": "2", **env},
+        **{"WAVE_REGISTRY_PORT": str(free_port()), "WAVE_LOG_LEVEL": "WARNING", "WAVE_WEB_WORKERS": "2", **env},
     )
     try:
         service.wait_ready(timeout=90)

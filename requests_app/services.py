@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -153,44 +154,50 @@ def container_request_create(*, data: dict[str, Any], api_version: str, caller: 
     now = timezone.now()
     for _attempt in range(5):
         token = new_token()
+        request = ContainerRequest(
+            token=token,
+            api_version=api_version,
+            source_image=str(ref),
+            target_image=target_image_for(token, ref),
+            platform=str(platform),
+            container_config=_stored_config(data),
+            fingerprint=data.get("fingerprint") or "",
+            client_timestamp=data.get("timestamp") or "",
+            client_ip=caller.ip,
+            tower_endpoint=tower_endpoint_of(data.get("towerEndpoint")),
+            tower_workspace_id=data.get("towerWorkspaceId"),
+            user_id=caller.user_id,
+            user_name=caller.user_name,
+            source_digest=source_digest if ref.digest is None else ref.digest,
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=settings.WAVE_TOKEN_TTL),
+        )
         try:
-            with transaction.atomic():
-                request = ContainerRequest.objects.create(
-                    token=token,
-                    api_version=api_version,
-                    source_image=str(ref),
-                    target_image=target_image_for(token, ref),
-                    platform=str(platform),
-                    container_config=_stored_config(data),
-                    fingerprint=data.get("fingerprint") or "",
-                    client_timestamp=data.get("timestamp") or "",
-                    client_ip=caller.ip,
-                    tower_endpoint=tower_endpoint_of(data.get("towerEndpoint")),
-                    tower_workspace_id=data.get("towerWorkspaceId"),
-                    user_id=caller.user_id,
-                    user_name=caller.user_name,
-                    source_digest=source_digest if ref.digest is None else ref.digest,
-                    created_at=now,
-                    expires_at=now + dt.timedelta(seconds=settings.WAVE_TOKEN_TTL),
-                )
-                InjectedLayer.objects.bulk_create(
-                    InjectedLayer(
-                        request=request,
-                        position=layer.position,
-                        kind=InjectedLayer.Kind.DATA if layer.is_inline else InjectedLayer.Kind.HTTP,
-                        url=layer.url,
-                        gzip_digest=layer.gzip_digest,
-                        gzip_size=layer.gzip_size,
-                        tar_digest=layer.tar_digest,
-                        state=InjectedLayer.State.READY if layer.is_inline else InjectedLayer.State.PENDING,
-                        blob_key=blob_key(layer.gzip_digest) if layer.is_inline else "",
-                    )
-                    for layer in layers
-                )
+            # One statement needs no transaction of its own; with layers, the rows land together or not at all.
+            with transaction.atomic() if layers else contextlib.nullcontext():
+                request.save(force_insert=True)
+                InjectedLayer.objects.bulk_create(_layer_rows(request, layers))
         except IntegrityError:
             continue  # token collision: 48 bits make it rare, a new token fixes it
         return Accepted(request=request, source=ref)
     raise ServiceUnavailable("Could not allocate a container token, retry later")
+
+
+def _layer_rows(request: ContainerRequest, layers: list[LayerSpec]) -> list[InjectedLayer]:
+    return [
+        InjectedLayer(
+            request=request,
+            position=layer.position,
+            kind=InjectedLayer.Kind.DATA if layer.is_inline else InjectedLayer.Kind.HTTP,
+            url=layer.url,
+            gzip_digest=layer.gzip_digest,
+            gzip_size=layer.gzip_size,
+            tar_digest=layer.tar_digest,
+            state=InjectedLayer.State.READY if layer.is_inline else InjectedLayer.State.PENDING,
+            blob_key=blob_key(layer.gzip_digest) if layer.is_inline else "",
+        )
+        for layer in layers
+    ]
 
 
 def container_request_revoke(*, token: str) -> ContainerRequest:

@@ -114,6 +114,11 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------------
 DATABASE_URL = env_url("DATABASE_URL", None, schemes=frozenset({"postgres", "postgresql"}))
+_synchronous_commit = (env_str("WAVE_DB_SYNCHRONOUS_COMMIT", "off") or "off").lower()
+if _synchronous_commit not in {"on", "off", "local", "remote_write", "remote_apply"}:
+    raise ImproperlyConfigured(
+        f"WAVE_DB_SYNCHRONOUS_COMMIT must be on, off, local, remote_write or remote_apply, got {_synchronous_commit!r}"
+    )
 if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL)
     _db["ENGINE"] = "django.db.backends.postgresql"
@@ -121,6 +126,9 @@ if DATABASE_URL:
     _db["OPTIONS"] = {
         "pool": {"min_size": 1, "max_size": env_int("WAVE_DB_POOL_SIZE", 10, minimum=1), "timeout": 10},
         "connect_timeout": 5,
+        # Commits do not wait for the WAL flush unless asked: a database crash may lose the last fraction
+        # of a second of writes (tokens, states: all re-requestable), never corrupt them.
+        "options": f"-c synchronous_commit={_synchronous_commit}",
     }
     DATABASES = {"default": _db}
 else:
@@ -141,11 +149,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache and broker -------------------------------------------------------------------------
 REDIS_URL = env_url("REDIS_URL", None, schemes=frozenset({"redis", "rediss"}))
 if REDIS_URL:
+    # django-redis keeps one connection pool per process; Django's own Redis backend makes a pool per
+    # cache instance, and under ASGI that means a new connection for every request.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"socket_connect_timeout": 5, "socket_timeout": 5},
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5},
         }
     }
     CELERY_BROKER_URL = REDIS_URL
