@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 
 from django.conf import settings
-from django.core.cache import cache
 
 from credentials.static import static_credentials
 from registry.client import RegistryClient
 from registry.ssrf import check_destination
+from wave_site.cache import shared_cache
 
 
 def own_registries() -> list[str]:
@@ -29,6 +29,6 @@ def registry_client() -> RegistryClient:
     return RegistryClient(
         insecure=settings.WAVE_INSECURE_REGISTRIES,
         credentials=static_credentials,
-        cache=cache,
+        cache=shared_cache(),
         check_destination=destination_check,
     )

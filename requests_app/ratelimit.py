@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
 
+from wave_site.cache import shared_cache
 from wave_site.errors import TooManyRequests
 
 
@@ -34,11 +34,11 @@ def rate_limit_acquire(*, kind: str, key: str, now: float | None = None) -> None
     now = time.time() if now is None else now
     window_start = int(now // limit.window) * limit.window
     cache_key = f"wave:ratelimit:{kind}:{key}:{window_start}"
-    cache.add(cache_key, 0, timeout=limit.window + 5)
+    shared_cache().add(cache_key, 0, timeout=limit.window + 5)
     try:
-        used = cache.incr(cache_key)
+        used = shared_cache().incr(cache_key)
     except ValueError:  # expired between add and incr: a new window
-        cache.add(cache_key, 1, timeout=limit.window + 5)
+        shared_cache().add(cache_key, 1, timeout=limit.window + 5)
         used = 1
     if used > limit.count:
         retry_after = max(1, int(window_start + limit.window - now))

@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -29,6 +28,7 @@ from requests_app.layers import LayerSpec, blob_key, blob_store_put, decode_data
 from requests_app.models import ContainerRequest, InjectedLayer
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.validation import check_request, is_build_request
+from wave_site.cache import shared_cache
 from wave_site.errors import BadRequest, NotFound, ServiceUnavailable, WaveError
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def upstream_digest(ref: ImageReference, *, shown_name: str) -> str:
     credentials = static_credentials(ref.registry)
     who = credentials.fingerprint() if credentials else "anonymous"
     key = f"wave:upstream:manifest:{ref}:{who}"
-    cached = cache.get(key)
+    cached = shared_cache().get(key)
     if isinstance(cached, str):
         return cached
     try:
@@ -88,7 +88,7 @@ def upstream_digest(ref: ImageReference, *, shown_name: str) -> str:
         raise BadRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
     except RegistryError as exc:
         raise ServiceUnavailable(exc.message) from None
-    cache.set(key, info.digest, settings.WAVE_UPSTREAM_CACHE_TTL)
+    shared_cache().set(key, info.digest, settings.WAVE_UPSTREAM_CACHE_TTL)
     return info.digest
 
 
@@ -208,7 +208,7 @@ def container_request_revoke(*, token: str) -> ContainerRequest:
     )
     if updated != 1:
         raise NotFound(f"Unknown container token '{token}'")
-    cache.delete(f"wave:token:{token}")
+    shared_cache().delete(f"wave:token:{token}")
     logger.info("container token %s revoked", token)
     return ContainerRequest.objects.get(token=token)
 
