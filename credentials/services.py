@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from credentials.static import static_credentials
 from registry.client import RegistryClient
-from registry.ssrf import check_destination
+from registry.ssrf import DestinationRefusedError, check_destination
 from wave_site.cache import shared_cache
 
 
@@ -23,6 +24,19 @@ def destination_check(authority: str) -> None:
     check_destination(authority, allow=settings.WAVE_SSRF_ALLOW, trusted=own_registries())
 
 
+def url_destination_check(url: str) -> None:
+    """SSRF rules for a URL a client named (a layer location): its host and port, never its user info."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise DestinationRefusedError(parts.netloc, "the port is invalid") from None
+    if not parts.hostname:
+        raise DestinationRefusedError(url[:60], "the URL names no host")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    destination_check(f"{host}:{port}" if port else host)
+
+
 @functools.cache
 def registry_client() -> RegistryClient:
     """One client per process: connections are reused, tokens are shared through the cache."""
@@ -31,4 +45,5 @@ def registry_client() -> RegistryClient:
         credentials=static_credentials,
         cache=shared_cache(),
         check_destination=destination_check,
+        fingerprint_key=settings.SECRETS_ENCRYPTION_KEY,
     )

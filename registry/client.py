@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -47,13 +48,14 @@ class Cache(Protocol):
 @dataclass(frozen=True)
 class Credentials:
     username: str
-    password: str
+    password: str = field(repr=False)
 
     def basic_header(self) -> str:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()[:16]
+    def fingerprint(self, key: bytes = b"") -> str:
+        """A short keyed hash naming these credentials in cache keys (the password cannot be guessed from it)."""
+        return hmac.new(key, f"{self.username}\0{self.password}".encode(), hashlib.sha256).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -96,19 +98,32 @@ class Challenge:
     service: str = ""
 
 
-_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
 
 
 def parse_challenge(header: str | None) -> Challenge:
     if not header:
         return Challenge("anonymous")
     scheme, _, params = header.strip().partition(" ")
-    values = dict(_CHALLENGE_PARAM.findall(params))
+    values = {name: quoted or bare for name, quoted, bare in _CHALLENGE_PARAM.findall(params)}
     if scheme.lower() == "bearer":
         return Challenge("bearer", realm=values.get("realm", ""), service=values.get("service", ""))
     if scheme.lower() == "basic":
         return Challenge("basic", realm=values.get("realm", ""))
     return Challenge("anonymous")
+
+
+@dataclass(frozen=True)
+class _Named:
+    """Enough of a reference to name what failed."""
+
+    registry: str
+    repository: str
+    version: str
+
+    def __str__(self) -> str:
+        separator = "@" if self.version.startswith("sha256:") else ":"
+        return f"{self.registry}/{self.repository}{separator}{self.version}"
 
 
 class RegistryClient:
@@ -122,7 +137,9 @@ class RegistryClient:
         http: httpx.Client | None = None,
         retries: int = 2,
         backoff: float = 0.25,
+        fingerprint_key: bytes = b"",
     ) -> None:
+        self.fingerprint_key = fingerprint_key
         self.insecure = tuple(insecure)
         self.credentials = credentials
         self.cache = cache
@@ -139,7 +156,8 @@ class RegistryClient:
         self._raise_for_status(response, ref)
         digest = response.headers.get("Docker-Content-Digest")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        size = int(response.headers.get("Content-Length") or 0)
+        length = response.headers.get("Content-Length") or ""
+        size = int(length) if length.isascii() and length.isdigit() else 0
         if not digest:
             # Some registries omit the digest on HEAD: fetch the bytes and hash them.
             full = self.request("GET", ref.registry, ref.repository, path, headers={"Accept": MANIFEST_ACCEPT})
@@ -147,6 +165,44 @@ class RegistryClient:
             digest = "sha256:" + hashlib.sha256(full.content).hexdigest()
             size = len(full.content)
         return ManifestInfo(digest=digest, media_type=media_type, size=size)
+
+    def get_manifest(self, registry: str, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """A manifest's exact bytes, media type and digest (sha256 of the bytes), by tag or digest."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self.request("GET", registry, repository, path, headers={"Accept": MANIFEST_ACCEPT})
+        self._raise_for_status(response, _Named(registry, repository, reference))
+        content = response.content
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"Registry '{registry}' sent a manifest that does not match digest {reference}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return content, media_type, digest
+
+    def get_blob(self, registry: str, repository: str, digest: str, *, max_size: int = 16 * 1024 * 1024) -> bytes:
+        """A small blob (an image config), verified against its digest; redirects followed without credentials."""
+        response = self.request("GET", registry, repository, f"/v2/{repository}/blobs/{digest}")
+        hops = 0
+        while response.is_redirect and hops < 5:
+            location = response.headers["Location"]
+            target = urlsplit(str(response.url.join(location)))
+            self.check_destination(target.netloc)
+            response = self._send("GET", str(response.url.join(location)), {})
+            hops += 1
+        self._raise_for_status(response, _Named(registry, repository, digest))
+        content = response.content
+        if len(content) > max_size:
+            raise RegistryError(f"Blob {digest} is larger than {max_size} bytes")
+        if "sha256:" + hashlib.sha256(content).hexdigest() != digest:
+            raise RegistryError(f"Registry '{registry}' sent a blob that does not match digest {digest}")
+        return content
+
+    def authorization(self, registry: str, repository: str) -> str | None:
+        """The Authorization header value for pulling `repository` (for callers that stream themselves)."""
+        self.check_destination(registry)
+        return self._authorization(registry, repository, self.credentials(registry), fresh=False)
+
+    def base_url(self, registry: str) -> str:
+        return registry_base_url(registry, self.insecure)
 
     def request(
         self, method: str, registry: str, repository: str, path: str, *, headers: dict[str, str] | None = None
@@ -183,7 +239,7 @@ class RegistryClient:
         return challenge
 
     def _token_key(self, registry: str, repository: str, credentials: Credentials | None) -> str:
-        who = credentials.fingerprint() if credentials else "anonymous"
+        who = credentials.fingerprint(self.fingerprint_key) if credentials else "anonymous"
         return f"wave:registry:token:{registry}:{repository}:{who}"
 
     def _forget(self, registry: str, repository: str, credentials: Credentials | None) -> None:
@@ -208,10 +264,15 @@ class RegistryClient:
     def _fetch_token(
         self, challenge: Challenge, repository: str, credentials: Credentials | None, registry: str
     ) -> tuple[str, int]:
-        realm = urlsplit(challenge.realm)
-        if realm.scheme not in {"http", "https"} or not realm.netloc:
+        try:
+            realm = urlsplit(challenge.realm)
+            realm_port = realm.port
+        except ValueError:
+            raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm") from None
+        if realm.scheme not in {"http", "https"} or not realm.hostname or realm.username or realm.password:
             raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm")
-        self.check_destination(realm.netloc)
+        host = f"[{realm.hostname}]" if ":" in realm.hostname else realm.hostname
+        self.check_destination(f"{host}:{realm_port}" if realm_port else host)
         params = {"scope": f"repository:{repository}:pull"}
         if challenge.service:
             params["service"] = challenge.service
@@ -221,7 +282,9 @@ class RegistryClient:
                 lambda: self.http.get(challenge.realm, params=params, auth=auth, timeout=DEFAULT_TIMEOUT)
             )
         except httpx.HTTPError as exc:
-            raise RegistryUnavailableError(f"Token service of registry '{registry}' is unreachable: {exc}") from None
+            raise RegistryUnavailableError(
+                f"Token service of registry '{registry}' is unreachable: {type(exc).__name__}"
+            ) from None
         if response.status_code in {401, 403}:
             raise RegistryUnauthorizedError(f"Registry '{registry}' refused the credentials")
         if response.status_code != 200:
@@ -233,7 +296,10 @@ class RegistryClient:
         token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryUnavailableError(f"Token service of registry '{registry}' sent no token")
-        expires_in = int(body.get("expires_in") or DEFAULT_TOKEN_TTL)
+        try:
+            expires_in = int(float(body.get("expires_in") or DEFAULT_TOKEN_TTL))
+        except (TypeError, ValueError):
+            expires_in = DEFAULT_TOKEN_TTL
         return token, max(expires_in - 10, 5)
 
     # --- transport ----------------------------------------------------------------------------
@@ -258,7 +324,7 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _raise_for_status(response: httpx.Response, ref: ImageReference) -> None:
+    def _raise_for_status(response: httpx.Response, ref: ImageReference | _Named) -> None:
         status = response.status_code
         if status < 300:
             return

@@ -18,7 +18,7 @@ def split_host_port(authority: str) -> tuple[str, int | None]:
         host, _, port = authority.partition(":")
     else:
         host, port = authority, ""
-    return host, (int(port) if port.isdigit() else None)
+    return host, (int(port) if port.isascii() and port.isdigit() else None)
 
 
 def is_insecure(authority: str, insecure: Iterable[str]) -> bool:

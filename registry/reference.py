@@ -72,7 +72,7 @@ def _valid_registry(authority: str) -> bool:
         host, sep, port_text = authority.partition(":")
         port = port_text if sep else None
         host_ok = bool(HOSTNAME.fullmatch(host))
-    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+    if port is not None and not (re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536):
         return False
     return host_ok
 
@@ -112,7 +112,7 @@ def parse_image(value: str) -> ImageReference:
     if registry == DOCKER_HUB and len(components) == 1:
         components.insert(0, "library")
     repository = "/".join(components)
-    if len(repository) > 255:
+    if len(repository) + (0 if registry == DOCKER_HUB else len(registry) + 1) > 255:
         raise invalid_image_name(value)
     if tag is None and digest is None:
         tag = DEFAULT_TAG

@@ -24,18 +24,15 @@ class DestinationRefusedError(Exception):
 
 
 def _is_public(address: str) -> bool:
+    """Globally routable, after unwrapping IPv4 addresses carried inside IPv6 (mapped, 6to4, Teredo)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv6Address) and ip in ipaddress.ip_network("fc00::/7"))
-    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        for embedded in (ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None):
+            if embedded is not None and not _is_public(str(embedded)):
+                return False
+        if ip.sixtofour is not None or ip.teredo is not None:
+            return True
+    return ip.is_global and not ip.is_multicast
 
 
 def check_destination(authority: str, *, allow: Iterable[str] = (), trusted: Iterable[str] = ()) -> None:

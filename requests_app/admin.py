@@ -68,7 +68,7 @@ class ContainerRequestAdmin(admin.ModelAdmin):
             return "expired"
         return "active"
 
-    @admin.action(description="Revoke the selected tokens")
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ContainerRequest]) -> None:
         revoked = 0
         for token in queryset.values_list("token", flat=True):

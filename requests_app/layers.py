@@ -6,6 +6,8 @@ import base64
 import binascii
 import hashlib
 import io
+import os
+import secrets
 import zlib
 from dataclasses import dataclass
 
@@ -38,24 +40,45 @@ def blob_key(digest: str) -> str:
     return f"blobs/{algorithm}/{hex_digest[:2]}/{hex_digest}"
 
 
-def tar_digest_of(gzip_bytes: bytes) -> str:
-    """sha256 of the decompressed stream, computed chunk by chunk (gzip members concatenated allowed)."""
-    digest = hashlib.sha256()
-    decompressor = zlib.decompressobj(wbits=31)
-    stream = io.BytesIO(gzip_bytes)
-    while chunk := stream.read(CHUNK):
+class TarDigest:
+    """sha256 of a gzip stream's decompressed content, fed chunk by chunk; refuses more than `limit` bytes out."""
+
+    def __init__(self, *, limit: int) -> None:
+        self.digest = hashlib.sha256()
+        self.decompressor = zlib.decompressobj(wbits=31)
+        self.limit = limit
+        self.produced = 0
+
+    def _emit(self, data: bytes) -> None:
+        self.produced += len(data)
+        if self.produced > self.limit:
+            raise zlib.error(f"decompresses to more than {self.limit} bytes")
+        self.digest.update(data)
+
+    def update(self, chunk: bytes) -> None:
         data = chunk
         while data:
-            digest.update(decompressor.decompress(data, CHUNK))
-            data = decompressor.unconsumed_tail
-            if decompressor.eof and decompressor.unused_data:
-                rest = decompressor.unused_data
-                decompressor = zlib.decompressobj(wbits=31)
+            self._emit(self.decompressor.decompress(data, CHUNK))
+            data = self.decompressor.unconsumed_tail
+            if self.decompressor.eof and self.decompressor.unused_data:
+                rest = self.decompressor.unused_data  # another gzip member follows
+                self.decompressor = zlib.decompressobj(wbits=31)
                 data = rest
-    digest.update(decompressor.flush())
-    if not decompressor.eof:
-        raise zlib.error("truncated gzip stream")
-    return f"sha256:{digest.hexdigest()}"
+
+    def hexdigest(self) -> str:
+        self._emit(self.decompressor.flush())
+        if not self.decompressor.eof:
+            raise zlib.error("truncated gzip stream")
+        return f"sha256:{self.digest.hexdigest()}"
+
+
+def tar_digest_of(gzip_bytes: bytes, *, limit: int = 2**40) -> str:
+    """sha256 of the decompressed stream (concatenated gzip members allowed)."""
+    tar = TarDigest(limit=limit)
+    stream = io.BytesIO(gzip_bytes)
+    while chunk := stream.read(CHUNK):
+        tar.update(chunk)
+    return tar.hexdigest()
 
 
 def decode_data_layer(location: str, *, gzip_digest: str, gzip_size: int, tar_digest: str) -> bytes:
@@ -73,7 +96,8 @@ def decode_data_layer(location: str, *, gzip_digest: str, gzip_size: int, tar_di
     if actual != gzip_digest:
         raise BadRequest(f"Container layer gzip digest does not match - expected '{gzip_digest}', got '{actual}'")
     try:
-        actual_tar = tar_digest_of(gzip_bytes)
+        # Bounded: a small gzip bomb must not cost minutes of CPU on the request path.
+        actual_tar = tar_digest_of(gzip_bytes, limit=max(64 * len(gzip_bytes), 64 * 1024 * 1024))
     except zlib.error:
         raise BadRequest("Container layer data is not a valid gzip stream") from None
     if actual_tar != tar_digest:
@@ -82,11 +106,11 @@ def decode_data_layer(location: str, *, gzip_digest: str, gzip_size: int, tar_di
 
 
 def blob_store_put(digest: str, content: bytes) -> str:
-    """Store content under its digest once; concurrent writers of the same digest leave one blob."""
+    """Store content under its digest once. Written under a temporary name and renamed into place, so
+    that a blob at its final name is always complete; concurrent writers of one digest leave one blob."""
     key = blob_key(digest)
     if default_storage.exists(key):
         return key
-    saved = default_storage.save(key, ContentFile(content))
-    if saved != key:  # another writer won the race: same bytes, drop our copy
-        default_storage.delete(saved)
+    partial = default_storage.save(f"{key}.partial-{secrets.token_hex(4)}", ContentFile(content))
+    os.replace(default_storage.path(partial), default_storage.path(key))
     return key

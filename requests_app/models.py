@@ -76,3 +76,15 @@ class InjectedLayer(models.Model):
 
     def __str__(self) -> str:
         return f"layer {self.position} of {self.request_id} ({self.gzip_digest[:19]})"
+
+
+class GeneratedDocument(models.Model):
+    """A config or manifest the proxy generated: bytes in the blob store under `digest`, served by digest."""
+
+    digest = models.CharField(max_length=80, unique=True)
+    media_type = models.CharField(max_length=128)
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.media_type} {self.digest}"

@@ -16,6 +16,10 @@ from requests_app.models import ContainerRequest, InjectedLayer
 # --- input --------------------------------------------------------------------------------------
 
 
+# DRF's default choice error repeats the value sent; ours never echoes client input.
+NO_ECHO_CHOICE = {"invalid_choice": "Not a valid choice."}
+
+
 class StrictCharField(serializers.CharField):
     """A JSON string only: DRF's CharField would turn `42` or `true` into text."""
 
@@ -35,7 +39,9 @@ class ContainerLayerInputSerializer(serializers.Serializer):
         trim_whitespace=False, help_text="http(s) URL of a tar.gz layer, or `data:` + its base64 content."
     )
     gzipDigest = StrictCharField(help_text="sha256 of the tar.gz, e.g. `sha256:a7c7...`.")
-    gzipSize = serializers.IntegerField(min_value=0, help_text="Size of the tar.gz in bytes (number or string).")
+    gzipSize = serializers.IntegerField(
+        min_value=0, max_value=2**63 - 1, help_text="Size of the tar.gz in bytes (number or string)."
+    )
     tarDigest = StrictCharField(help_text="sha256 of the uncompressed tar.")
 
 
@@ -52,12 +58,12 @@ class ContainerConfigInputSerializer(serializers.Serializer):
         allow_null=True,
         help_text="`NAME=value` entries appended to the image's environment.",
     )
-    workingDir = _text(help_text="Working directory of the container.")
+    workingDir = _text(max_length=4096, help_text="Working directory of the container.")
     layers = ContainerLayerInputSerializer(many=True, required=False, allow_null=True)  # fmt: skip
 
 
 class ContainerRequestV1InputSerializer(serializers.Serializer):
-    containerImage = _text(help_text="Image to serve, e.g. `docker.io/library/ubuntu:latest`.")
+    containerImage = _text(max_length=1024, help_text="Image to serve, e.g. `docker.io/library/ubuntu:latest`.")
     containerFile = _text(help_text="Dockerfile to build, base64-encoded.")
     containerConfig = ContainerConfigInputSerializer(required=False, allow_null=True)
     condaFile = _text(help_text="Conda environment file, base64-encoded.")
@@ -65,19 +71,21 @@ class ContainerRequestV1InputSerializer(serializers.Serializer):
     containerPlatform = _text(help_text="e.g. `linux/amd64` (default), `linux/arm64`.")
     buildRepository = _text(help_text="Repository builds are pushed to.")
     cacheRepository = _text(help_text="Repository of build layer caches.")
-    timestamp = _text(help_text="Submission time, ISO-8601.")
-    fingerprint = _text(help_text="The client's unique fingerprint of the request.")
+    timestamp = _text(max_length=64, help_text="Submission time, ISO-8601.")
+    fingerprint = _text(max_length=256, help_text="The client's unique fingerprint of the request.")
     towerAccessToken = _text(write_only=True, help_text="Tower access token (never stored or echoed).")
     towerRefreshToken = _text(write_only=True, help_text="Tower refresh token (never stored or echoed).")
-    towerEndpoint = _text(help_text="Tower endpoint; `https://api.tower.nf` means `https://api.cloud.seqera.io`.")
-    towerWorkspaceId = serializers.IntegerField(required=False, allow_null=True)
+    towerEndpoint = _text(
+        max_length=512, help_text="Tower endpoint; `https://api.tower.nf` means `https://api.cloud.seqera.io`."
+    )
+    towerWorkspaceId = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63 - 1)
     packages = serializers.JSONField(required=False, allow_null=True, help_text="v2 only.")
 
 
 class ContainerRequestV2InputSerializer(ContainerRequestV1InputSerializer):
     packages = serializers.JSONField(required=False, allow_null=True, help_text="Packages to build (CONDA, CRAN).")
     nameStrategy = serializers.ChoiceField(
-        choices=["none", "tagPrefix", "imageSuffix"], required=False, allow_null=True
+        choices=["none", "tagPrefix", "imageSuffix"], required=False, allow_null=True, error_messages=NO_ECHO_CHOICE
     )
     freeze = serializers.BooleanField(required=False, default=False)
     dryRun = serializers.BooleanField(
@@ -86,7 +94,9 @@ class ContainerRequestV2InputSerializer(ContainerRequestV1InputSerializer):
     mirror = serializers.BooleanField(required=False, default=False)
     workflowId = _text()
     buildContext = serializers.JSONField(required=False, allow_null=True)
-    format = serializers.ChoiceField(choices=["docker", "sif"], required=False, allow_null=True)
+    format = serializers.ChoiceField(
+        choices=["docker", "sif"], required=False, allow_null=True, error_messages=NO_ECHO_CHOICE
+    )
 
 
 # --- output (documented shapes; responses are built by present_* below) ------------------------

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from credentials.services import registry_client
+from credentials.services import registry_client, url_destination_check
 from credentials.static import static_credentials
 from registry.client import (
     ManifestUnknownError,
@@ -75,7 +75,7 @@ def tower_endpoint_of(value: str | None) -> str:
 def upstream_digest(ref: ImageReference, *, shown_name: str) -> str:
     """The source manifest's digest (HEAD upstream with the resolved credentials), cached briefly."""
     credentials = static_credentials(ref.registry)
-    who = credentials.fingerprint() if credentials else "anonymous"
+    who = credentials.fingerprint(settings.SECRETS_ENCRYPTION_KEY) if credentials else "anonymous"
     key = f"wave:upstream:manifest:{ref}:{who}"
     cached = shared_cache().get(key)
     if isinstance(cached, str):
@@ -98,7 +98,12 @@ def _layer_specs(data: dict[str, Any]) -> list[LayerSpec]:
         location = layer["location"]
         inline = location.startswith("data:")
         payload = None
-        if inline:
+        if not inline:
+            try:
+                url_destination_check(location)
+            except DestinationRefusedError as exc:
+                raise BadRequest(exc.message) from None
+        else:
             payload = decode_data_layer(
                 location, gzip_digest=layer["gzipDigest"], gzip_size=layer["gzipSize"], tar_digest=layer["tarDigest"]
             )

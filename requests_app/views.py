@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import BaseAuthentication, BasicAuthentication, SessionAuthentication
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -142,8 +142,12 @@ def active_request(token: str) -> ContainerRequest:
 
 
 class ContainerTokenDetailView(APIView):
-    # Basic first, so that anonymous callers get 401 with a challenge rather than 403.
-    authentication_classes = [BasicAuthentication, SessionAuthentication]
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        # Only DELETE authenticates (Basic first, so that anonymous callers get a 401 challenge, not a 403);
+        # describing a token is public and must not fail on an unrelated Authorization header.
+        if self.request.method == "DELETE":
+            return [BasicAuthentication(), SessionAuthentication()]
+        return []
 
     def get_permissions(self) -> list[BasePermission]:
         return [IsAdminUser()] if self.request.method == "DELETE" else [AllowAny()]

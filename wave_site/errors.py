@@ -101,6 +101,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         status, message, headers = exc.status_code, exc.message, exc.headers
     elif isinstance(exc, drf_exceptions.ParseError):
         status, message = 400, "Malformed JSON request body"
+    elif isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        status, message = 415, "Unsupported media type: send a JSON body with Content-Type: application/json"
     elif isinstance(exc, drf_exceptions.ValidationError):
         status, message = 400, _first_validation_message(exc.detail)
     elif isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):

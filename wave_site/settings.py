@@ -114,7 +114,7 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------------
 DATABASE_URL = env_url("DATABASE_URL", None, schemes=frozenset({"postgres", "postgresql"}))
-_synchronous_commit = (env_str("WAVE_DB_SYNCHRONOUS_COMMIT", "off") or "off").lower()
+_synchronous_commit = (env_str("WAVE_DB_SYNCHRONOUS_COMMIT", "on") or "on").lower()
 if _synchronous_commit not in {"on", "off", "local", "remote_write", "remote_apply"}:
     raise ImproperlyConfigured(
         f"WAVE_DB_SYNCHRONOUS_COMMIT must be on, off, local, remote_write or remote_apply, got {_synchronous_commit!r}"
@@ -126,8 +126,7 @@ if DATABASE_URL:
     _db["OPTIONS"] = {
         "pool": {"min_size": 1, "max_size": env_int("WAVE_DB_POOL_SIZE", 10, minimum=1), "timeout": 10},
         "connect_timeout": 5,
-        # Commits do not wait for the WAL flush unless asked: a database crash may lose the last fraction
-        # of a second of writes (tokens, states: all re-requestable), never corrupt them.
+        # `off` trades durability of the last fraction of a second of writes (on a database crash) for latency.
         "options": f"-c synchronous_commit={_synchronous_commit}",
     }
     DATABASES = {"default": _db}

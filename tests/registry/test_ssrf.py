@@ -8,7 +8,8 @@ from registry.ssrf import DestinationRefusedError, check_destination
 @pytest.mark.parametrize(
     "authority",
     ["127.0.0.1:5000", "localhost", "10.1.2.3", "172.16.0.1", "192.168.1.1:443", "169.254.169.254",
-     "[::1]:5000", "[fd00::1]", "0.0.0.0", "metadata.google.internal", "[::ffff:127.0.0.1]"],
+     "[::1]:5000", "[fd00::1]", "0.0.0.0", "metadata.google.internal", "[::ffff:127.0.0.1]",
+     "100.100.100.200", "100.64.0.1", "[2002:7f00:1::1]", "[2001:0:4136:e378:8000:63bf:80ff:fffe]", "224.0.0.1"],
 )  # fmt: skip
 def test_local_private_and_metadata_destinations_are_refused(authority: str) -> None:
     with pytest.raises(DestinationRefusedError):

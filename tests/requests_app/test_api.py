@@ -126,7 +126,7 @@ def test_container_config_and_layers_are_stored(post: Post, anonymous_image: Pus
             "cmd": ["echo hi"],
             "env": ["FOO=one", "BAR=two"],
             "workingDir": "/work",
-            "layers": [inline.as_request(), remote.as_request(location="https://example.org/remote.tar.gz")],
+            "layers": [inline.as_request(), remote.as_request(location="http://127.0.0.1:9/remote.tar.gz")],
         },
         "fingerprint": "abc123",
         "timestamp": "2026-11-27T10:00:00Z",
@@ -160,7 +160,7 @@ def test_container_config_and_layers_are_stored(post: Post, anonymous_image: Pus
     assert (second.position, second.kind, second.url, second.state) == (
         1,
         "http",
-        "https://example.org/remote.tar.gz",
+        "http://127.0.0.1:9/remote.tar.gz",
         "pending",
     )
     assert second.blob_key == ""
@@ -237,7 +237,7 @@ def test_v2_record_and_status(client: Client, post: Post, anonymous_image: Pushe
 def test_status_is_pending_while_a_layer_downloads_and_names_a_failure(
     client: Client, post: Post, anonymous_image: PushedImage
 ) -> None:
-    layer = make_layer({"a.txt": b"a"}).as_request(location="https://example.org/a.tar.gz")
+    layer = make_layer({"a.txt": b"a"}).as_request(location="http://127.0.0.1:9/a.tar.gz")
     token = post({"containerImage": anonymous_image.reference, "containerConfig": {"layers": [layer]}}).json()[
         "containerToken"
     ]

@@ -266,3 +266,47 @@ def test_builds_are_refused_until_they_are_available(post: Post) -> None:
         "are not available on this service yet",
         status=501,
     )
+
+
+MAX_BIGINT = "Ensure this value is less than or equal to 9223372036854775807."
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"containerImage": "x", "fingerprint": "f" * 257},
+            "fingerprint: Ensure this field has no more than 256 characters.",
+        ),
+        (
+            {"containerImage": "x", "timestamp": "t" * 65},
+            "timestamp: Ensure this field has no more than 64 characters.",
+        ),
+        ({"containerImage": "x", "towerWorkspaceId": 2**70}, f"towerWorkspaceId: {MAX_BIGINT}"),
+        (
+            {"containerImage": "x", "containerConfig": {"layers": [{**BAD_LAYER, "gzipSize": 2**70}]}},
+            f"containerConfig.layers[0].gzipSize: {MAX_BIGINT}",
+        ),
+    ],
+)
+def test_values_beyond_what_is_stored_are_400(post: Post, body: dict, message: str) -> None:
+    assert_rejected(post(body), message)
+
+
+def test_choice_errors_do_not_echo_the_value(post: Post) -> None:
+    response = post({"containerImage": "x", "nameStrategy": "<script>alert(1)</script>"}, v2=True)
+    assert_rejected(response, "nameStrategy: Not a valid choice.")
+
+
+def test_non_json_content_type_is_415(client) -> None:
+    response = client.post("/container-token", data="containerImage=x", content_type="text/<b>html</b>")
+    assert_rejected(response, "Unsupported media type: send a JSON body with Content-Type: application/json", 415)
+
+
+def test_layer_location_on_a_private_address_is_refused(post: Post, image: str, settings: Settings) -> None:
+    settings.WAVE_SSRF_ALLOW = ["127.0.0.1"]  # the source registry is allowed, the layer host is not
+    layer = make_layer({"a": b"1"}).as_request(location="http://user:pw@169.254.169.254:80/latest/meta-data")
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
+        "Destination '169.254.169.254' is not allowed: it resolves to a private or local address",
+    )
