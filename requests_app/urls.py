@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
-from requests_app import views
+from requests_app import registry_views, views
 
 urlpatterns = [
     path("container-token", views.ContainerTokenV1View.as_view(), name="container-token"),
@@ -10,4 +10,17 @@ urlpatterns = [
     path("v1alpha2/container", views.ContainerTokenV2View.as_view(), name="container-v2"),
     path("v1alpha2/container/<str:token>", views.ContainerRecordV2View.as_view(), name="container-v2-record"),
     path("v1alpha2/container/<str:token>/status", views.ContainerStatusV2View.as_view(), name="container-v2-status"),
+]
+
+# The OCI registry proxy: image names contain slashes, so the name is everything before the last verb.
+urlpatterns += [
+    path("v2/", registry_views.v2_root, name="v2-root"),
+    re_path(
+        r"^v2/wt/(?P<token>[^/]+)/(?P<name>.+)/manifests/(?P<reference>[^/]+)$",
+        registry_views.manifest,
+        name="v2-manifest",
+    ),
+    re_path(r"^v2/wt/(?P<token>[^/]+)/(?P<name>.+)/blobs/(?P<digest>[^/]+)$", registry_views.blob, name="v2-blob"),
+    re_path(r"^v2/wt/(?P<token>[^/]+)/(?P<name>.+)/tags/list$", registry_views.tags_list, name="v2-tags"),
+    re_path(r"^v2/(?P<rest>.*)$", registry_views.v2_unknown, name="v2-unknown"),
 ]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 from django.conf import settings
 
+from tests.support.asgi_server import AsgiServer, start_asgi_server
 from tests.support.images import Builder
 from tests.support.registry import ANONYMOUS, BASIC, TOKEN, Registry, start_registry
 
@@ -101,3 +102,26 @@ def multiplatform_image(builder: Builder, anonymous_image: PushedImage) -> Pushe
     registry = anonymous_image.registry
     digest = builder.push_index(images, f"{registry.host}/library/busybox-multi:latest")
     return PushedImage(registry=registry, repository="library/busybox-multi", tag="latest", digest=digest)
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup: None, django_db_blocker) -> Iterator[AsgiServer]:
+    """uvicorn serving the service on the test database (use with `transactional_db`)."""
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        server = start_asgi_server()
+        yield server
+        server.stop()
+        # The server's threads returned their connections to the pool: close it, so that the test
+        # database can be dropped.
+        for connection in connections.all():
+            if connection.vendor == "postgresql" and connection.settings_dict.get("OPTIONS", {}).get("pool"):
+                connection.close_pool()
+
+
+@pytest.fixture
+def proxy(asgi_server: AsgiServer, settings, transactional_db: None) -> AsgiServer:
+    """The live service, with targetImage names pointing at it."""
+    settings.WAVE_SERVER_URL = asgi_server.url
+    return asgi_server

@@ -126,13 +126,19 @@ def skopeo_inspect(reference: str, *, creds: str | None = None, raw: bool = Fals
 
 
 def skopeo_copy(
-    reference: str, destination: Path, *, creds: str | None = None, platform_arch: str | None = None
+    reference: str,
+    destination: Path,
+    *,
+    creds: str | None = None,
+    platform_arch: str | None = None,
+    transport: str = "oci",
 ) -> None:
-    """`skopeo copy` of `docker://<reference>` into an OCI layout at `destination`."""
+    """`skopeo copy` of `docker://<reference>` into an OCI layout (or a `dir:`, bytes unchanged) at `destination`."""
     args = ["skopeo"]
     if platform_arch:
         args += ["--override-arch", platform_arch]
     args += ["copy", "--src-tls-verify=false"]
     if creds:
         args += ["--src-creds", creds]
-    run([*args, f"docker://{reference}", f"oci:{destination}:latest"], timeout=300)
+    target = f"oci:{destination}:latest" if transport == "oci" else f"dir:{destination}"
+    run([*args, f"docker://{reference}", target], timeout=300)

@@ -1,0 +1,277 @@
+"""The OCI registry proxy (`/v2/...`, pull side). Plain Django views: the wire format is the spec's.
+
+Manifests are built by `proxy.manifest_for` (sync: database and upstream calls); blobs are served
+from the blob store with Range support, or from upstream by passing its redirect on or by streaming
+the bytes through without holding them (async, so that many streams need no thread each).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.core.files.storage import default_storage
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from credentials.services import registry_client
+from registry.client import RegistryError
+from registry.ssrf import DestinationRefusedError
+from requests_app.proxy import ProxyError, ProxyTarget, injected_layer_key, manifest_for, resolve_token
+
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+STREAM_CHUNK = 256 * 1024
+_UPSTREAM_HEADERS = (
+    "Content-Type",
+    "Content-Length",
+    "Docker-Content-Digest",
+    "ETag",
+    "Content-Range",
+    "Accept-Ranges",
+)
+
+
+def oci_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> HttpResponse:
+    body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]})
+    response = HttpResponse(body, status=status, content_type="application/json")
+    for name, value in {**API_VERSION, **(headers or {})}.items():
+        response[name] = value
+    return response
+
+
+def _as_oci(exc: ProxyError) -> HttpResponse:
+    return oci_error(exc.status, exc.code, exc.message, exc.headers)
+
+
+def client_key(request: HttpRequest) -> str:
+    return f"ip:{request.META.get('REMOTE_ADDR') or 'unknown'}"
+
+
+def allow_methods(*methods: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method not in methods:
+                return oci_error(405, "UNSUPPORTED", "This registry is read-only: pull only")
+            return view(request, *args, **kwargs)
+
+        @wraps(view)
+        async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method not in methods:
+                return oci_error(405, "UNSUPPORTED", "This registry is read-only: pull only")
+            return await view(request, *args, **kwargs)
+
+        return csrf_exempt(async_view if inspect.iscoroutinefunction(view) else sync_view)
+
+    return decorate
+
+
+def v2_unknown(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return oci_error(404, "NAME_UNKNOWN", "Unknown repository: pull Wave containers as <server>/wt/<token>/<image>")
+
+
+@allow_methods("GET", "HEAD")
+def v2_root(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("{}", content_type="application/json")
+    response["Docker-Distribution-API-Version"] = "registry/2.0"
+    return response
+
+
+@allow_methods("GET", "HEAD")
+def manifest(request: HttpRequest, token: str, name: str, reference: str) -> HttpResponse:
+    try:
+        target = resolve_token(token, name)
+        document = manifest_for(target, reference, client_key=client_key(request))
+    except ProxyError as exc:
+        return _as_oci(exc)
+    if reference.startswith("sha256:") and document.digest != reference:
+        return oci_error(404, "MANIFEST_UNKNOWN", f"Manifest {reference} not found")
+    response = HttpResponse(b"" if request.method == "HEAD" else document.content, content_type=document.media_type)
+    response["Content-Length"] = str(document.size)
+    response["Docker-Content-Digest"] = document.digest
+    response["ETag"] = f'"{document.digest}"'
+    response["Docker-Distribution-API-Version"] = "registry/2.0"
+    return response
+
+
+@allow_methods("GET")
+def tags_list(request: HttpRequest, token: str, name: str) -> HttpResponse:
+    try:
+        target = resolve_token(token, name)
+        client = registry_client()
+        upstream = client.request("GET", target.registry, target.repository, f"/v2/{target.repository}/tags/list")
+    except ProxyError as exc:
+        return _as_oci(exc)
+    except (RegistryError, DestinationRefusedError) as exc:
+        return oci_error(503, "UNAVAILABLE", getattr(exc, "message", str(exc)))
+    if upstream.status_code != 200:
+        return oci_error(upstream.status_code if upstream.status_code < 500 else 503,
+                         "NAME_UNKNOWN" if upstream.status_code == 404 else "UNKNOWN",
+                         f"Upstream registry answered {upstream.status_code} to tags/list")  # fmt: skip
+    tags = upstream.json().get("tags") or []
+    body = json.dumps({"name": name, "tags": tags})
+    response = HttpResponse(body, content_type="application/json")
+    response["Docker-Distribution-API-Version"] = "registry/2.0"
+    return response
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """(start, end) for `bytes=a-b`, None without a Range header, False when unsatisfiable."""
+    if not header:
+        return None
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not match or (not match.group(1) and not match.group(2)):
+        return False
+    if match.group(1):
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) else size - 1
+    else:
+        start, end = max(size - int(match.group(2)), 0), size - 1
+    end = min(end, size - 1)
+    if start > end or start >= size:
+        return False
+    return start, end
+
+
+def _file_chunks(key: str, start: int, length: int) -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[bytes]:
+        handle = await sync_to_async(default_storage.open, thread_sensitive=False)(key, "rb")
+        try:
+            await sync_to_async(handle.seek, thread_sensitive=False)(start)
+            remaining = length
+            while remaining > 0:
+                chunk = await sync_to_async(handle.read, thread_sensitive=False)(min(STREAM_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            handle.close()
+
+    return chunks()
+
+
+def _serve_stored_blob(request: HttpRequest, key: str, digest: str) -> HttpResponseBase:
+    size = default_storage.size(key)
+    byte_range = _parse_range(request.headers.get("Range"), size)
+    if byte_range is False:
+        response = oci_error(416, "RANGE_INVALID", "Requested range not satisfiable")
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    start, end = byte_range if byte_range else (0, size - 1)
+    length = end - start + 1 if size else 0
+    status = 206 if byte_range else 200
+    if request.method == "HEAD":
+        response: HttpResponseBase = HttpResponse(b"", status=status, content_type="application/octet-stream")
+    else:
+        response = StreamingHttpResponse(_file_chunks(key, start, length), status=status,
+                                         content_type="application/octet-stream")  # fmt: skip
+    response["Content-Length"] = str(length)
+    response["Docker-Content-Digest"] = digest
+    response["ETag"] = f'"{digest}"'
+    response["Accept-Ranges"] = "bytes"
+    response["Docker-Distribution-API-Version"] = "registry/2.0"
+    if byte_range:
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return response
+
+
+_stream_client: httpx.AsyncClient | None = None
+
+
+def stream_client() -> httpx.AsyncClient:
+    """One async client per process (each uvicorn worker has one event loop): connections are reused."""
+    global _stream_client
+    if _stream_client is None:
+        timeout = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        _stream_client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    return _stream_client
+
+
+async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str) -> HttpResponseBase:
+    client = registry_client()
+    try:
+        authorization = await sync_to_async(client.authorization, thread_sensitive=False)(
+            target.registry, target.repository
+        )
+    except (RegistryError, DestinationRefusedError) as exc:
+        return oci_error(503, "UNAVAILABLE", getattr(exc, "message", str(exc)))
+    url = f"{client.base_url(target.registry)}/v2/{target.repository}/blobs/{digest}"
+    headers = {"Authorization": authorization} if authorization else {}
+    if request.headers.get("Range"):
+        headers["Range"] = request.headers["Range"]
+    method = "HEAD" if request.method == "HEAD" else "GET"
+    http = stream_client()
+    try:
+        upstream = await http.send(http.build_request(method, url, headers=headers), stream=True)
+    except httpx.HTTPError as exc:
+        return oci_error(503, "UNAVAILABLE", f"Registry '{target.registry}' is unreachable: {type(exc).__name__}")
+    if upstream.is_redirect:
+        await upstream.aclose()
+        # The client follows the redirect itself, without our credentials (another host, e.g. a CDN).
+        response = HttpResponse(status=307)
+        response["Location"] = urljoin(url, upstream.headers["Location"])
+        response["Docker-Distribution-API-Version"] = "registry/2.0"
+        return response
+    if upstream.status_code >= 400:
+        await upstream.aclose()
+        if upstream.status_code == 401:
+            await sync_to_async(client._forget, thread_sensitive=False)(
+                target.registry, target.repository, client.credentials(target.registry)
+            )
+        code = {401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN", 416: "RANGE_INVALID"}.get(
+            upstream.status_code, "UNAVAILABLE"
+        )
+        status = upstream.status_code if upstream.status_code < 500 else 503
+        return oci_error(status, code, f"Upstream registry answered {upstream.status_code} for blob {digest}")
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw(STREAM_CHUNK):
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    if method == "HEAD":
+        await upstream.aclose()
+        response: HttpResponseBase = HttpResponse(b"", status=upstream.status_code)
+    else:
+        response = StreamingHttpResponse(body(), status=upstream.status_code)
+    for name in _UPSTREAM_HEADERS:
+        if name in upstream.headers:
+            response[name] = upstream.headers[name]
+    response["Docker-Distribution-API-Version"] = "registry/2.0"
+    return response
+
+
+@allow_methods("GET", "HEAD")
+async def blob(request: HttpRequest, token: str, name: str, digest: str) -> HttpResponseBase:
+    if not DIGEST.fullmatch(digest):
+        return oci_error(400, "DIGEST_INVALID", f"Invalid blob digest '{digest}'")
+    try:
+        # Database work stays on the request's own thread, whose connection Django returns at the end.
+        target = await sync_to_async(resolve_token)(token, name)
+        key = await sync_to_async(injected_layer_key)(target, digest)
+        if key is None:
+            key = await sync_to_async(_generated_key)(digest)
+    except ProxyError as exc:
+        return _as_oci(exc)
+    if key is not None:
+        return _serve_stored_blob(request, key, digest)
+    return await _upstream_blob(request, target, digest)
+
+
+def _generated_key(digest: str) -> str | None:
+    from requests_app.layers import blob_key
+    from requests_app.models import GeneratedDocument
+
+    return blob_key(digest) if GeneratedDocument.objects.filter(digest=digest).exists() else None

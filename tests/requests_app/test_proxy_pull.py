@@ -1,0 +1,63 @@
+"""Pulling targetImages through the registry proxy with real tools (skopeo, umoci)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from pytest_django.fixtures import Settings
+
+from tests.conftest import PushedImage
+from tests.requests_app.conftest import Post
+from tests.support.asgi_server import AsgiServer
+from tests.support.images import skopeo_copy, skopeo_inspect
+
+pytestmark = pytest.mark.slow
+
+
+def credentials_file(tmp_path: Path, image: PushedImage) -> str:
+    path = tmp_path / "registry-credentials.json"
+    entry = {"username": image.registry.username, "password": image.registry.password}
+    path.write_text(json.dumps({image.registry.host: entry}))
+    return str(path)
+
+
+@pytest.mark.parametrize("fixture_name", ["anonymous_image", "basic_image", "token_image"])
+def test_pull_without_config_is_the_upstream_image_unchanged(
+    fixture_name: str, request: pytest.FixtureRequest, proxy: AsgiServer, post: Post, settings: Settings, tmp_path: Path
+) -> None:
+    image: PushedImage = request.getfixturevalue(fixture_name)
+    if image.registry.username:
+        settings.WAVE_REGISTRY_CREDENTIALS = credentials_file(tmp_path, image)
+    target = post({"containerImage": image.reference}).json()["targetImage"]
+    assert target.startswith(f"{proxy.host}/wt/")
+
+    info = skopeo_inspect(target)
+    assert info["Digest"] == image.digest
+    assert info["Architecture"] == "amd64"
+    upstream_manifest = skopeo_inspect(image.reference, creds=image.registry.creds, raw=True)
+    assert skopeo_inspect(target, raw=True) == upstream_manifest
+    skopeo_copy(target, tmp_path / "copy", transport="dir")
+    copied = json.loads((tmp_path / "copy" / "manifest.json").read_text())
+    assert copied == upstream_manifest
+    for layer in copied["layers"]:
+        blob = tmp_path / "copy" / layer["digest"].split(":")[1]
+        assert blob.stat().st_size == layer["size"]
+
+
+def test_v2_root_and_unknown_token(proxy: AsgiServer) -> None:
+    root = httpx.get(f"{proxy.url}/v2/")
+    assert root.status_code == 200
+    assert root.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    unknown = httpx.get(f"{proxy.url}/v2/wt/0123456789ab/library/busybox/manifests/latest")
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "errors": [
+            {"code": "NAME_UNKNOWN", "message": "Unknown Wave container for token '0123456789ab'", "detail": None}
+        ]
+    }
+    head = httpx.head(f"{proxy.url}/v2/wt/0123456789ab/library/busybox/manifests/latest")
+    assert head.status_code == 404
+    assert head.content == b""
