@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import secrets
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -181,14 +183,29 @@ def container_request_create(*, data: dict[str, Any], api_version: str, caller: 
             # One statement needs no transaction of its own; with layers, the rows land together or not at all.
             with transaction.atomic() if layers else contextlib.nullcontext():
                 request.save(force_insert=True)
-                InjectedLayer.objects.bulk_create(_layer_rows(request, layers))
+                rows = InjectedLayer.objects.bulk_create(_layer_rows(request, layers))
+                for row in rows:
+                    if row.state == InjectedLayer.State.PENDING:
+                        transaction.on_commit(functools.partial(_enqueue_download, row.pk))
         except IntegrityError:
             continue  # token collision: 48 bits make it rare, a new token fixes it
         return Accepted(request=request, source=ref)
     raise ServiceUnavailable("Could not allocate a container token, retry later")
 
 
+def _enqueue_download(layer_pk: int) -> None:
+    from requests_app.tasks import layer_download_task
+
+    layer_download_task.delay(layer_pk)
+
+
 def _layer_rows(request: ContainerRequest, layers: list[LayerSpec]) -> list[InjectedLayer]:
+    """Rows for the layers; a layer whose digest is already in the blob store is ready at once."""
+    stored = {
+        layer.gzip_digest
+        for layer in layers
+        if not layer.is_inline and default_storage.exists(blob_key(layer.gzip_digest))
+    }
     return [
         InjectedLayer(
             request=request,
@@ -198,10 +215,11 @@ def _layer_rows(request: ContainerRequest, layers: list[LayerSpec]) -> list[Inje
             gzip_digest=layer.gzip_digest,
             gzip_size=layer.gzip_size,
             tar_digest=layer.tar_digest,
-            state=InjectedLayer.State.READY if layer.is_inline else InjectedLayer.State.PENDING,
-            blob_key=blob_key(layer.gzip_digest) if layer.is_inline else "",
+            state=InjectedLayer.State.READY if ready else InjectedLayer.State.PENDING,
+            blob_key=blob_key(layer.gzip_digest) if ready else "",
         )
         for layer in layers
+        for ready in [layer.is_inline or layer.gzip_digest in stored]
     ]
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 
+from requests_app.downloads import LayerDownloadBusy, injected_layer_download
+from requests_app.models import InjectedLayer
 from requests_app.services import container_request_purge
+from wave_site.errors import unexpected_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -17,3 +20,19 @@ def container_request_purge_task() -> int:
     if deleted:
         logger.info("purged %d expired container requests", deleted)
     return deleted
+
+
+@shared_task(name="requests_app.layer_download", bind=True, ignore_result=True, max_retries=60)
+def layer_download_task(self: Task, layer_pk: int) -> str:
+    """Download a layer; when another worker holds the same digest, look again shortly."""
+    try:
+        return injected_layer_download(layer_pk=layer_pk)
+    except LayerDownloadBusy as exc:
+        raise self.retry(countdown=2) from exc
+    except Exception as exc:  # noqa: BLE001 - any failure must settle the layer
+        # Never leave a layer pending forever: the pull must fail with a reason, the traceback goes to the log.
+        message = unexpected_error_message(exc)
+        InjectedLayer.objects.filter(pk=layer_pk, state=InjectedLayer.State.PENDING).update(
+            state=InjectedLayer.State.FAILED, failure_reason=f"Layer download failed: {message}"
+        )
+        return InjectedLayer.State.FAILED

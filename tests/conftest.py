@@ -10,8 +10,10 @@ import pytest
 from django.conf import settings
 
 from tests.support.asgi_server import AsgiServer, start_asgi_server
+from tests.support.http_files import FileServer
 from tests.support.images import Builder
 from tests.support.registry import ANONYMOUS, BASIC, TOKEN, Registry, start_registry
+from tests.support.worker import Worker, start_worker
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ def _clear_cache() -> None:
 
     from credentials.services import registry_client
 
-    cache.clear()
+    cache.delete_pattern("*")  # cache keys only: the Celery broker shares this Redis database
     registry_client.cache_clear()
 
 
@@ -120,8 +122,39 @@ def asgi_server(django_db_setup: None, django_db_blocker) -> Iterator[AsgiServer
                 connection.close_pool()
 
 
+@pytest.fixture(scope="session")
+def layer_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A real worker consuming the test broker, on the test database."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    url = (
+        f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    )
+    worker = start_worker(
+        database_url=url,
+        redis_url=settings.REDIS_URL,
+        data_dir=tmp_path_factory.mktemp("worker-data"),
+        ssrf_allow=",".join(settings.WAVE_SSRF_ALLOW),
+    )
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture
-def proxy(asgi_server: AsgiServer, settings, transactional_db: None) -> AsgiServer:
-    """The live service, with targetImage names pointing at it."""
+def proxy(asgi_server: AsgiServer, layer_worker: Worker, settings, transactional_db: None) -> AsgiServer:
+    """The live service (web on uvicorn, a Celery worker), with targetImage names pointing at it."""
     settings.WAVE_SERVER_URL = asgi_server.url
+    # Web and worker share one blob store, as they would on one machine.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {**settings.STORAGES["default"], "OPTIONS": {"location": layer_worker.blobs}},
+    }
     return asgi_server
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    server = FileServer().start()
+    yield server
+    server.stop()
