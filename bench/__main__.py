@@ -6,8 +6,11 @@ import argparse
 import importlib
 
 BENCHMARKS = {
-    "service_info": "GET /service-info and /health vs a bare ASGI app",
-    "container_token": "POST /container-token (Postgres, cached upstream check) vs GET /service-info",
+    "service_info": ("bench.service_info:main", "GET /service-info and /health vs a bare ASGI app"),
+    "container_token": ("bench.container_token:main", "POST /container-token vs GET /service-info"),
+    "proxy_pull": ("bench.proxy:pull", "skopeo copy of a 5-layer ~200 MB image: proxy vs direct vs pull-through"),
+    "proxy_manifests": ("bench.proxy:manifests", "manifest GETs, 50 clients: proxy vs upstream registry"),
+    "proxy_blob_memory": ("bench.proxy:blob_memory", "web RSS while 20 clients stream a 500 MB blob"),
 }
 
 
@@ -17,12 +20,14 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the benchmarks")
     args = parser.parse_args()
     if args.list:
-        for name, description in BENCHMARKS.items():
-            print(f"{name:<16} {description}")
+        for name, (_, description) in BENCHMARKS.items():
+            print(f"{name:<18} {description}")
         return
     for name in args.names or list(BENCHMARKS):
-        print(f"== {name}: {BENCHMARKS[name]}")
-        importlib.import_module(f"bench.{name}").main()
+        target, description = BENCHMARKS[name]
+        print(f"== {name}: {description}", flush=True)
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)()
 
 
 if __name__ == "__main__":

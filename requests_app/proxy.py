@@ -157,12 +157,40 @@ def _record_digests(target: ProxyTarget, source_digest: str, wave_digest: str) -
     )
 
 
-def manifest_for(target: ProxyTarget, reference: str, *, client_key: str) -> Document:
-    """The manifest (or index) to serve for `reference` (a tag or a digest)."""
+def count_pull(client_key: str) -> None:
     try:
         rate_limit_acquire(kind="pull", key=client_key)
     except TooManyRequests as exc:
         raise ProxyError(429, "TOOMANYREQUESTS", exc.message, exc.headers) from None
+
+
+def cached_manifest(token: str, name: str, reference: str) -> Document | None:
+    """The manifest to serve when every piece is already in the cache (no database, no upstream call).
+
+    This is the hot path of a pipeline pulling one image many times; None means "take the full path".
+    """
+    cache = shared_cache()
+    target = cache.get(f"wave:token:{token}")
+    if not isinstance(target, ProxyTarget) or target.expires_at <= time.time() or name != target.repository:
+        return None
+    if reference.startswith("sha256:"):
+        digest: object = reference
+    elif not target.is_augmented:
+        found = cache.get(f"wave:manifest:{target.registry}/{target.repository}:{reference}")
+        return Document(found[1], found[0]) if isinstance(found, tuple) else None
+    else:
+        upstream = cache.get(f"wave:tag:{target.registry}/{target.repository}:{reference}")
+        digest = cache.get(f"wave:augmented:{token}:{upstream}") if isinstance(upstream, str) else None
+    if not isinstance(digest, str):
+        return None
+    stored = cache.get(f"wave:doc:{digest}") or cache.get(
+        f"wave:manifest:{target.registry}/{target.repository}:{digest}"
+    )
+    return Document(stored[1], stored[0]) if isinstance(stored, tuple) else None
+
+
+def manifest_for(target: ProxyTarget, reference: str) -> Document:
+    """The manifest (or index) to serve for `reference` (a tag or a digest)."""
     if reference.startswith("sha256:"):
         stored = document_get(reference)
         if stored is not None:
@@ -171,11 +199,7 @@ def manifest_for(target: ProxyTarget, reference: str, *, client_key: str) -> Doc
     try:
         if not target.is_augmented or reference.startswith("sha256:"):
             # Unchanged bytes: the same digest as upstream (also for entries an index left untouched).
-            content, declared, digest = client.get_manifest(target.registry, target.repository, reference)
-            document = Document(content, media_type_of(content, declared))
-            if not target.is_augmented:
-                _record_digests(target, digest, digest)
-            return document
+            return _upstream_manifest(target, reference)
         wait_for_layers(target)
         upstream_digest = _resolve_tag(target, reference)
         cache_key = f"wave:augmented:{target.token}:{upstream_digest}"
@@ -208,6 +232,22 @@ def manifest_for(target: ProxyTarget, reference: str, *, client_key: str) -> Doc
     shared_cache().set(cache_key, result.served.digest, settings.WAVE_TOKEN_TTL)
     _record_digests(target, upstream_digest, result.served.digest)
     return result.served
+
+
+def _upstream_manifest(target: ProxyTarget, reference: str) -> Document:
+    """An upstream manifest as is; by tag cached for a few seconds (a pipeline pulls one tag many times)."""
+    key = f"wave:manifest:{target.registry}/{target.repository}:{reference}"
+    cached = shared_cache().get(key)
+    if isinstance(cached, tuple):
+        return Document(cached[1], cached[0])
+    content, declared, digest = registry_client().get_manifest(target.registry, target.repository, reference)
+    document = Document(content, media_type_of(content, declared))
+    # (media type, bytes), as generated documents are cached
+    shared_cache().set(key, (document.media_type, document.content),
+                       settings.WAVE_TOKEN_TTL if reference.startswith("sha256:") else TAG_CACHE_TTL)  # fmt: skip
+    if not target.is_augmented:
+        _record_digests(target, digest, digest)
+    return document
 
 
 def _resolve_tag(target: ProxyTarget, reference: str) -> str:

@@ -22,9 +22,18 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 from django.views.decorators.csrf import csrf_exempt
 
 from credentials.services import registry_client
+from registry.augment import Document
 from registry.client import RegistryError
 from registry.ssrf import DestinationRefusedError
-from requests_app.proxy import ProxyError, ProxyTarget, injected_layer_key, manifest_for, resolve_token
+from requests_app.proxy import (
+    ProxyError,
+    ProxyTarget,
+    cached_manifest,
+    count_pull,
+    injected_layer_key,
+    manifest_for,
+    resolve_token,
+)
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -85,11 +94,18 @@ def v2_root(request: HttpRequest) -> HttpResponse:
     return response
 
 
+def _full_manifest(token: str, name: str, reference: str) -> Document:
+    return manifest_for(resolve_token(token, name), reference)
+
+
 @allow_methods("GET", "HEAD")
-def manifest(request: HttpRequest, token: str, name: str, reference: str) -> HttpResponse:
+async def manifest(request: HttpRequest, token: str, name: str, reference: str) -> HttpResponse:
     try:
-        target = resolve_token(token, name)
-        document = manifest_for(target, reference, client_key=client_key(request))
+        # Both steps below touch only Redis when everything is cached: no thread hop for the hot path.
+        count_pull(client_key(request))
+        document = cached_manifest(token, name, reference)
+        if document is None:
+            document = await sync_to_async(_full_manifest)(token, name, reference)
     except ProxyError as exc:
         return _as_oci(exc)
     if reference.startswith("sha256:") and document.digest != reference:

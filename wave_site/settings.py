@@ -82,7 +82,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "wave_site.middleware.InlineSecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "wave_site.errors.ErrorIdMiddleware",
     # Session, CSRF, auth, messages and X-Frame-Options, for the admin and session-cookie requests only.
