@@ -145,7 +145,8 @@ class ContainerTokenDetailView(APIView):
     def get_authenticators(self) -> list[BaseAuthentication]:
         # Only DELETE authenticates (Basic first, so that anonymous callers get a 401 challenge, not a 403);
         # describing a token is public and must not fail on an unrelated Authorization header.
-        if self.request.method == "DELETE":
+        request = getattr(self, "request", None)  # None while drf-spectacular builds the schema
+        if request is not None and request.method == "DELETE":
             return [BasicAuthentication(), SessionAuthentication()]
         return []
 
