@@ -25,6 +25,8 @@ from credentials.services import registry_client
 from registry.augment import Document
 from registry.client import RegistryError
 from registry.ssrf import DestinationRefusedError
+from requests_app.layers import blob_key
+from requests_app.models import GeneratedDocument
 from requests_app.proxy import (
     ProxyError,
     ProxyTarget,
@@ -274,11 +276,8 @@ async def blob(request: HttpRequest, token: str, name: str, digest: str) -> Http
     if not DIGEST.fullmatch(digest):
         return oci_error(400, "DIGEST_INVALID", f"Invalid blob digest '{digest}'")
     try:
-        # Database work stays on the request's own thread, whose connection Django returns at the end.
-        target = await sync_to_async(resolve_token)(token, name)
-        key = await sync_to_async(injected_layer_key)(target, digest)
-        if key is None:
-            key = await sync_to_async(_generated_key)(digest)
+        # One hop to the request's own thread (database work stays where Django returns its connection).
+        target, key = await sync_to_async(_locate_blob)(token, name, digest)
     except ProxyError as exc:
         return _as_oci(exc)
     if key is not None:
@@ -286,8 +285,10 @@ async def blob(request: HttpRequest, token: str, name: str, digest: str) -> Http
     return await _upstream_blob(request, target, digest)
 
 
-def _generated_key(digest: str) -> str | None:
-    from requests_app.layers import blob_key
-    from requests_app.models import GeneratedDocument
-
-    return blob_key(digest) if GeneratedDocument.objects.filter(digest=digest).exists() else None
+def _locate_blob(token: str, name: str, digest: str) -> tuple[ProxyTarget, str | None]:
+    """The request, and the blob-store key when the service serves this blob itself (None: upstream's)."""
+    target = resolve_token(token, name)
+    key = injected_layer_key(target, digest)
+    if key is None and target.is_augmented and GeneratedDocument.objects.filter(digest=digest).exists():
+        key = blob_key(digest)  # a generated config
+    return target, key

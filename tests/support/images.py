@@ -79,10 +79,10 @@ class Builder:
             self.buildah("rm", container)
             shutil.rmtree(rootfs, ignore_errors=True)
 
-    def push(self, image: str, destination: str, *, creds: str | None = None) -> str:
-        """Push an image ID to `docker://<destination>`; returns the pushed manifest digest."""
+    def push(self, image: str, destination: str, *, creds: str | None = None, manifest_format: str = "v2s2") -> str:
+        """Push an image ID to `docker://<destination>` (`v2s2` Docker or `oci`); the pushed manifest digest."""
         digest_file = self.root / "digest"
-        args = ["push", "--tls-verify=false", "--digestfile", str(digest_file)]
+        args = ["push", "--tls-verify=false", "--format", manifest_format, "--digestfile", str(digest_file)]
         if creds:
             args += ["--creds", creds]
         self.buildah(*args, image, f"docker://{destination}")
