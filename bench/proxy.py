@@ -169,9 +169,9 @@ def _upload_blob(registry: Registry, repository: str, path: Path) -> str:
     return name
 
 
-def _web_rss(port: int) -> int:
-    """Resident memory (bytes) of the service's web processes (uvicorn and its workers), summed."""
-    total = 0
+def _web_rss(port: int) -> dict[int, int]:
+    """Resident memory (bytes) of each of the service's web processes (uvicorn and its workers), by pid."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -184,10 +184,10 @@ def _web_rss(port: int) -> int:
                 continue
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+                    found[int(entry.name)] = int(line.split()[1]) * 1024
         except OSError:
             continue
-    return total
+    return found
 
 
 def blob_memory(*, size: int = 500 * 1024 * 1024, clients: int = 20) -> None:
@@ -207,13 +207,17 @@ def blob_memory(*, size: int = 500 * 1024 * 1024, clients: int = 20) -> None:
             token = _container_token(service, reference)["containerToken"]
             url = f"{service.url}/v2/wt/{token}/bench/big/blobs/{digest}"
             idle = _web_rss(service.port)
-            peak = idle
+            peak = dict(idle)
+            peak_total = sum(idle.values())
             done = threading.Event()
 
             def sample() -> None:
-                nonlocal peak
+                nonlocal peak_total
                 while not done.is_set():
-                    peak = max(peak, _web_rss(service.port))
+                    now = _web_rss(service.port)
+                    for pid, rss in now.items():
+                        peak[pid] = max(peak.get(pid, 0), rss)
+                    peak_total = max(peak_total, sum(now.values()))
                     time.sleep(0.1)
 
             sampler = threading.Thread(target=sample)
@@ -232,5 +236,11 @@ def blob_memory(*, size: int = 500 * 1024 * 1024, clients: int = 20) -> None:
     print(f"\n{clients} clients streaming a {size / 1024 / 1024:.0f} MB blob through the proxy")
     throughput = clients * size / elapsed / 1024 / 1024
     print(f"complete downloads: {complete}/{clients} in {elapsed:.1f} s ({throughput:.0f} MB/s)")
-    print(f"web RSS idle {idle / 1024 / 1024:.0f} MB, peak {peak / 1024 / 1024:.0f} MB (target < 200 MB)")
-    print(f"ratio peak RSS / blob size: {peak / size:.2f}")
+    mb = 1024 * 1024
+    worst = max(peak.values())
+    print(f"web processes (uvicorn parent + workers): idle {sum(idle.values()) / mb:.0f} MB in all, "
+          f"peak {peak_total / mb:.0f} MB in all")  # fmt: skip
+    for pid in sorted(peak):
+        print(f"  pid {pid}: idle {idle.get(pid, 0) / mb:.0f} MB, peak {peak[pid] / mb:.0f} MB")
+    print(f"peak RSS of one web process: {worst / mb:.0f} MB (target < 200 MB)")
+    print(f"ratio peak RSS of one web process / blob size: {worst / size:.2f}")

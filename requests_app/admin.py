@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from requests_app.models import ContainerRequest, InjectedLayer
+from requests_app.models import ContainerRequest, GeneratedDocument, InjectedLayer
 from requests_app.services import container_request_revoke
 from wave_site.errors import NotFound
 
@@ -51,6 +51,13 @@ class ContainerRequestAdmin(admin.ModelAdmin):
     inlines = [InjectedLayerInline]
     actions = ["revoke"]
     readonly_fields = [field.name for field in ContainerRequest._meta.fields]
+    fieldsets = [
+        (None, {"fields": ["token", "api_version", "source_image", "target_image", "platform", "container_config"]}),
+        ("Digests served", {"fields": ["source_digest", "wave_digest"]}),
+        ("Caller", {"fields": ["client_ip", "user_id", "user_name", "tower_endpoint", "tower_workspace_id",
+                               "fingerprint", "client_timestamp"]}),
+        ("Lifetime", {"fields": ["created_at", "expires_at", "revoked_at", "build_id"]}),
+    ]  # fmt: skip
     list_per_page = 50
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -82,11 +89,24 @@ class ContainerRequestAdmin(admin.ModelAdmin):
 
 @admin.register(InjectedLayer)
 class InjectedLayerAdmin(admin.ModelAdmin):
-    list_display = ("gzip_digest", "request", "position", "kind", "gzip_size", "state")
+    list_display = ("gzip_digest", "request", "position", "kind", "gzip_size", "state", "failure_reason")
     list_filter = ("state", "kind")
     search_fields = ("=gzip_digest", "=tar_digest", "request__token")
     list_select_related = ("request",)
     readonly_fields = [field.name for field in InjectedLayer._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(GeneratedDocument)
+class GeneratedDocumentAdmin(admin.ModelAdmin):
+    """Configs and manifests the proxy generated and serves by digest."""
+
+    list_display = ("digest", "media_type", "size", "created_at")
+    list_filter = ("media_type",)
+    search_fields = ("=digest",)
+    readonly_fields = [field.name for field in GeneratedDocument._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -39,7 +39,7 @@ from requests_app.proxy import (
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-STREAM_CHUNK = 256 * 1024
+STREAM_CHUNK = 64 * 1024
 _UPSTREAM_HEADERS = (
     "Content-Type",
     "Content-Length",

@@ -80,3 +80,23 @@ def test_anonymous_cannot_see_requests(client: Client) -> None:
     response = client.get("/admin/requests_app/containerrequest/")
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_request_page_shows_the_digests_served(operator: Client) -> None:
+    request = make_request(
+        "dddddddddddd", "a/b:1", source_digest="sha256:" + "5" * 64, wave_digest="sha256:" + "6" * 64
+    )
+    page = operator.get(f"/admin/requests_app/containerrequest/{request.pk}/change/").content.decode()
+    assert "Digests served" in page
+    assert "sha256:" + "5" * 64 in page
+    assert "sha256:" + "6" * 64 in page
+
+
+def test_layers_list_shows_state_and_reason(operator: Client) -> None:
+    request = make_request("eeeeeeeeeeee", "a/b:1")
+    InjectedLayer.objects.create(
+        request=request, position=0, kind="http", url="https://e.org/l.tgz", gzip_digest="sha256:" + "7" * 64,
+        gzip_size=10, tar_digest="sha256:" + "8" * 64, state="failed", failure_reason="Layer size does not match",
+    )  # fmt: skip
+    page = operator.get("/admin/requests_app/injectedlayer/?state=failed").content.decode()
+    assert "Layer size does not match" in page

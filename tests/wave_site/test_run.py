@@ -15,6 +15,9 @@ import psycopg
 import pytest
 
 import wave_site
+from tests.support.http_files import FileServer
+from tests.support.images import Builder, skopeo_inspect
+from tests.support.layers import make_layer
 from tests.support.network import free_port
 from tests.support.service import REPO, RunningService, service_environment, start_service
 
@@ -43,12 +46,19 @@ def assert_stops_cleanly(service: RunningService) -> None:
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[RunningService]:
-    service = start_service(tmp_path / "data", WAVE_REGISTRY_PORT=str(free_port()), WAVE_ADMIN_PASSWORD="op-secret")
+    service = start_service(
+        tmp_path / "data",
+        WAVE_REGISTRY_PORT=str(free_port()),
+        WAVE_ADMIN_PASSWORD="op-secret",
+        WAVE_SSRF_ALLOW="127.0.0.1",
+    )
     yield service
     service.terminate()
 
 
-def test_embedded_service_serves_every_page_and_stops_cleanly(embedded: RunningService) -> None:
+def test_embedded_service_serves_every_page_and_stops_cleanly(
+    embedded: RunningService, builder: Builder, busybox_image_id: str, file_server: FileServer
+) -> None:
     assert embedded.wait_ready(timeout=60) < 60
     url = embedded.url
 
@@ -86,6 +96,24 @@ def test_embedded_service_serves_every_page_and_stops_cleanly(embedded: RunningS
     ):
         context.wrap_socket(raw, server_hostname="localhost")
     assert httpx.get(f"{url}/service-info").status_code == 200
+
+    # The whole product on the embedded defaults: an image in the local build registry, a request with a
+    # layer the worker downloads (filesystem broker), pulled through the proxy served by uvicorn.
+    registry_host = checks["registry"]["detail"]
+    builder.push(busybox_image_id, f"{registry_host}/library/busybox:e2e")
+    layer = make_layer({"e2e.txt": b"end to end\n"})
+    file_server.files["e2e.tar.gz"] = layer.gzip_bytes
+    created = httpx.post(f"{url}/container-token", json={
+        "containerImage": f"{registry_host}/library/busybox:e2e",
+        "containerConfig": {"env": ["E2E=1"], "layers": [layer.as_request(location=f"{file_server.url}/e2e.tar.gz")]},
+    }).json()  # fmt: skip
+    assert created["targetImage"].startswith(f"127.0.0.1:{embedded.port}/wt/")
+    config = skopeo_inspect(created["targetImage"], config=True)  # waits for the worker's download
+    assert "E2E=1" in config["config"]["Env"]
+    assert config["rootfs"]["diff_ids"][-1] == layer.tar_digest
+    status = httpx.get(f"{url}/v1alpha2/container/{created['containerToken']}/status").json()
+    assert status["status"] == "DONE"
+    assert status["succeeded"] is True
 
     output = embedded.log()
     for name in ("web", "worker", "beat", "system"):

@@ -88,6 +88,8 @@ class Command(BaseCommand):
                 "WAVE_DATA_DIR": str(data_dir),
                 "WAVE_COMMIT_ID": settings.WAVE_COMMIT_ID,
                 "PYTHONUNBUFFERED": "1",
+                # Few malloc arenas: streaming threads otherwise each grow their own, inflating RSS.
+                "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
             }
         )
         if not port_is_free(settings.WAVE_PORT, settings.WAVE_BIND or "0.0.0.0"):
