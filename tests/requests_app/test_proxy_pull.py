@@ -61,3 +61,40 @@ def test_v2_root_and_unknown_token(proxy: AsgiServer) -> None:
     head = httpx.head(f"{proxy.url}/v2/wt/0123456789ab/library/busybox/manifests/latest")
     assert head.status_code == 404
     assert head.content == b""
+
+
+def test_tags_list_and_upstream_errors_are_oci_errors(
+    proxy: AsgiServer, post: Post, anonymous_image: PushedImage, basic_image: PushedImage, settings: Settings,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    token = post({"containerImage": anonymous_image.reference}).json()["containerToken"]
+    base = f"{proxy.url}/v2/wt/{token}/library/busybox"
+    tags = httpx.get(f"{base}/tags/list")
+    assert tags.status_code == 200
+    assert tags.json() == {"name": "library/busybox", "tags": ["latest"]}
+    missing = httpx.get(f"{base}/manifests/no-such-tag")
+    assert missing.status_code == 404
+    assert missing.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    missing_blob = httpx.get(f"{base}/blobs/sha256:{'0' * 64}")
+    assert missing_blob.status_code == 404
+    assert missing_blob.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    assert httpx.put(f"{base}/manifests/latest", content=b"{}").status_code == 405
+
+    # The service's credentials for a private registry are withdrawn after the request was accepted.
+    settings.WAVE_REGISTRY_CREDENTIALS = credentials_file(tmp_path, basic_image)
+    private = post({"containerImage": basic_image.reference}).json()["containerToken"]
+    settings.WAVE_REGISTRY_CREDENTIALS = None
+    refused = httpx.get(f"{proxy.url}/v2/wt/{private}/library/busybox/manifests/latest")
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_revoked_token_stops_pulls_at_once(proxy: AsgiServer, post: Post, anonymous_image: PushedImage) -> None:
+    from requests_app.services import container_request_revoke
+
+    target = post({"containerImage": anonymous_image.reference}).json()
+    assert skopeo_inspect(target["targetImage"])["Digest"] == anonymous_image.digest  # token now cached
+    container_request_revoke(token=target["containerToken"])
+    response = httpx.get(f"{proxy.url}/v2/wt/{target['containerToken']}/library/busybox/manifests/latest")
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "NAME_UNKNOWN"
