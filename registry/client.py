@@ -220,6 +220,8 @@ class RegistryClient:
             if response.status_code != 401:
                 return response
             self._forget(registry, repository, credentials)
+            if authorization is None and auth_attempt > 0:
+                break  # no credentials to offer: asking again cannot help
         return response
 
     # --- auth ---------------------------------------------------------------------------------

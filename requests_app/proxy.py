@@ -164,7 +164,34 @@ def count_pull(client_key: str) -> None:
         raise ProxyError(429, "TOOMANYREQUESTS", exc.message, exc.headers) from None
 
 
-def cached_manifest(token: str, name: str, reference: str) -> Document | None:
+SERVED_TTL = 5
+
+
+def _served_key(token: str, name: str, reference: str) -> str:
+    return f"wave:served:{token}:{name}:{reference}"
+
+
+def served_recently(token: str, name: str, reference: str) -> Document | None:
+    """What this exact URL served in the last few seconds (one cache read: the hottest path)."""
+    found = shared_cache().get(_served_key(token, name, reference))
+    if not isinstance(found, tuple) or found[0] <= time.time():
+        return None
+    return Document(found[2], found[1])
+
+
+def remember_served(token: str, name: str, reference: str, document: Document, *, expires_at: float) -> None:
+    # Short-lived, so that revocation (which also deletes these) and tag moves take effect within seconds.
+    entry = (expires_at, document.media_type, document.content)
+    shared_cache().set(_served_key(token, name, reference), entry, SERVED_TTL)
+
+
+def forget_served(token: str) -> None:
+    cache = shared_cache()
+    if hasattr(cache, "delete_pattern"):  # django-redis; elsewhere entries expire within SERVED_TTL
+        cache.delete_pattern(f"wave:served:{token}:*")
+
+
+def cached_manifest(token: str, name: str, reference: str) -> tuple[Document, float] | None:
     """The manifest to serve when every piece is already in the cache (no database, no upstream call).
 
     This is the hot path of a pipeline pulling one image many times; None means "take the full path".
@@ -177,7 +204,7 @@ def cached_manifest(token: str, name: str, reference: str) -> Document | None:
         digest: object = reference
     elif not target.is_augmented:
         found = cache.get(f"wave:manifest:{target.registry}/{target.repository}:{reference}")
-        return Document(found[1], found[0]) if isinstance(found, tuple) else None
+        return (Document(found[1], found[0]), target.expires_at) if isinstance(found, tuple) else None
     else:
         upstream = cache.get(f"wave:tag:{target.registry}/{target.repository}:{reference}")
         digest = cache.get(f"wave:augmented:{token}:{upstream}") if isinstance(upstream, str) else None
@@ -186,7 +213,7 @@ def cached_manifest(token: str, name: str, reference: str) -> Document | None:
     stored = cache.get(f"wave:doc:{digest}") or cache.get(
         f"wave:manifest:{target.registry}/{target.repository}:{digest}"
     )
-    return Document(stored[1], stored[0]) if isinstance(stored, tuple) else None
+    return (Document(stored[1], stored[0]), target.expires_at) if isinstance(stored, tuple) else None
 
 
 def manifest_for(target: ProxyTarget, reference: str) -> Document:

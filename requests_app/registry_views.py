@@ -34,7 +34,9 @@ from requests_app.proxy import (
     count_pull,
     injected_layer_key,
     manifest_for,
+    remember_served,
     resolve_token,
+    served_recently,
 )
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -96,8 +98,9 @@ def v2_root(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _full_manifest(token: str, name: str, reference: str) -> Document:
-    return manifest_for(resolve_token(token, name), reference)
+def _full_manifest(token: str, name: str, reference: str) -> tuple[Document, float]:
+    target = resolve_token(token, name)
+    return manifest_for(target, reference), target.expires_at
 
 
 @allow_methods("GET", "HEAD")
@@ -105,9 +108,13 @@ async def manifest(request: HttpRequest, token: str, name: str, reference: str) 
     try:
         # Both steps below touch only Redis when everything is cached: no thread hop for the hot path.
         count_pull(client_key(request))
-        document = cached_manifest(token, name, reference)
+        document = served_recently(token, name, reference)
         if document is None:
-            document = await sync_to_async(_full_manifest)(token, name, reference)
+            found = cached_manifest(token, name, reference) or await sync_to_async(_full_manifest)(
+                token, name, reference
+            )
+            document = found[0]
+            remember_served(token, name, reference, document, expires_at=found[1])
     except ProxyError as exc:
         return _as_oci(exc)
     if reference.startswith("sha256:") and document.digest != reference:

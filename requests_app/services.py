@@ -28,6 +28,7 @@ from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
 from requests_app.layers import LayerSpec, blob_key, blob_store_put, decode_data_layer
 from requests_app.models import ContainerRequest, InjectedLayer
+from requests_app.proxy import forget_served
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.validation import check_request, is_build_request
 from wave_site.cache import shared_cache
@@ -232,6 +233,7 @@ def container_request_revoke(*, token: str) -> ContainerRequest:
     if updated != 1:
         raise NotFound(f"Unknown container token '{token}'")
     shared_cache().delete(f"wave:token:{token}")
+    forget_served(token)
     logger.info("container token %s revoked", token)
     return ContainerRequest.objects.get(token=token)
 

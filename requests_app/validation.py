@@ -89,7 +89,7 @@ def check_image(data: Mapping[str, Any]) -> ImageReference | None:
         ref = parse_image(value)
     except InvalidReferenceError as exc:
         raise BadRequest(exc.message) from None
-    if ref.digest and data.get("containerConfig"):
+    if ref.digest and any((data.get("containerConfig") or {}).values()):
         raise BadRequest(
             "Container requests made using a SHA256 as tag does not support the 'containerConfig' attribute"
         )

@@ -22,6 +22,7 @@ from requests_app.services import new_token, target_image_for
 from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
 from tests.support.layers import make_layer
+from wave_site.cache import shared_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -92,6 +93,24 @@ def test_tokens_are_unique_lowercase_hex() -> None:
 )
 def test_target_image(image: str, target: str) -> None:
     assert target_image_for("0123456789ab", parse_image(image)) == target
+
+
+@pytest.mark.parametrize(
+    ("image", "normalised", "path"),
+    [
+        ("ubuntu", "docker.io/library/ubuntu:latest", "library/ubuntu:latest"),
+        ("quay.io/a/b/c:v1.1", "quay.io/a/b/c:v1.1", "a/b/c:v1.1"),
+        (f"localhost:5000/x/y@sha256:{'c' * 64}", f"localhost:5000/x/y@sha256:{'c' * 64}", f"x/y@sha256:{'c' * 64}"),
+    ],
+)
+def test_target_image_through_the_api(post: Post, image: str, normalised: str, path: str) -> None:
+    # No registry is reachable for these names here: the upstream check's cached answer stands in for it.
+    shared_cache().set(f"wave:upstream:manifest:{normalised}:anonymous", f"sha256:{'d' * 64}", 60)
+    response = post({"containerImage": image})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["containerImage"] == normalised
+    assert body["targetImage"] == f"localhost:9090/wt/{body['containerToken']}/{path}"
 
 
 def test_target_image_uses_the_server_url_authority(

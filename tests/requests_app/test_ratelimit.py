@@ -14,9 +14,12 @@ DOCKERFILE = base64.b64encode(b"FROM busybox\n").decode()
 
 
 def test_limits_are_off_by_default() -> None:
+    from wave_site.cache import shared_cache
+
     for _ in range(500):
         rate_limit_acquire(kind="pull", key="ip:192.0.2.1")
         rate_limit_acquire(kind="build", key="ip:192.0.2.1")
+    assert shared_cache().keys("wave:ratelimit:*") == []  # nothing counted
 
 
 def test_pull_limit_per_minute_per_key(settings: Settings) -> None:

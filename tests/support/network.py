@@ -6,6 +6,8 @@ import socket
 import time
 from collections.abc import Callable
 
+import httpx
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -19,7 +21,7 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, inte
         try:
             if condition():
                 return
-        except OSError:
-            pass
+        except (OSError, httpx.HTTPError):
+            pass  # not listening yet
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
