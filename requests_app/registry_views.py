@@ -87,12 +87,12 @@ def allow_methods(*methods: str) -> Callable[[Callable[..., Any]], Callable[...,
     return decorate
 
 
-def v2_unknown(request: HttpRequest, rest: str = "") -> HttpResponse:
+async def v2_unknown(request: HttpRequest, rest: str = "") -> HttpResponse:
     return oci_error(404, "NAME_UNKNOWN", "Unknown repository: pull Wave containers as <server>/wt/<token>/<image>")
 
 
 @allow_methods("GET", "HEAD")
-def v2_root(request: HttpRequest) -> HttpResponse:
+async def v2_root(request: HttpRequest) -> HttpResponse:
     response = HttpResponse("{}", content_type="application/json")
     response["Docker-Distribution-API-Version"] = "registry/2.0"
     return response
