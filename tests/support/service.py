@@ -7,10 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from tests.support.network import free_port, wait_until
 
@@ -96,3 +100,19 @@ def start_service(data_dir: Path, **env: str) -> RunningService:
             start_new_session=True,
         )
     return RunningService(process=process, port=port, data_dir=data_dir, log_path=log_path)
+
+
+POSTGRES_ADMIN_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """A new Postgres database for a started service; its URL, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://postgres:postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -6,12 +6,10 @@ import re
 import socket
 import ssl
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 import wave_site
@@ -19,7 +17,7 @@ from tests.support.http_files import FileServer
 from tests.support.images import Builder, skopeo_inspect
 from tests.support.layers import make_layer
 from tests.support.network import free_port
-from tests.support.service import REPO, RunningService, service_environment, start_service
+from tests.support.service import REPO, RunningService, service_environment, start_service, throwaway_database
 
 pytestmark = pytest.mark.slow
 
@@ -128,30 +126,25 @@ def test_embedded_service_serves_every_page_and_stops_cleanly(
 
 
 def test_service_on_postgres_and_redis(tmp_path: Path) -> None:
-    database = f"wave_run_{uuid.uuid4().hex[:8]}"
-    admin_url = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{database}"')
-    service = start_service(
-        tmp_path / "data",
-        DATABASE_URL=f"postgres://postgres:postgres@127.0.0.1:5432/{database}",
-        REDIS_URL="redis://127.0.0.1:6379/14",
-        WAVE_REGISTRY_PORT=str(free_port()),
-    )
-    try:
-        service.wait_ready(timeout=60)
-        health = httpx.get(f"{service.url}/health", timeout=10)
-        assert health.status_code == 200, health.text
-        checks = health.json()["checks"]
-        assert checks["database"]["detail"] == "postgresql"
-        assert checks["cache"]["detail"] == "RedisCache"
-        assert checks["broker"]["detail"] == "redis"
-        assert not (service.data_dir / "wave.sqlite3").exists()
-        assert_stops_cleanly(service)
-    finally:
-        service.terminate()
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    with throwaway_database("wave_run") as database_url:
+        service = start_service(
+            tmp_path / "data",
+            DATABASE_URL=database_url,
+            REDIS_URL="redis://127.0.0.1:6379/14",
+            WAVE_REGISTRY_PORT=str(free_port()),
+        )
+        try:
+            service.wait_ready(timeout=60)
+            health = httpx.get(f"{service.url}/health", timeout=10)
+            assert health.status_code == 200, health.text
+            checks = health.json()["checks"]
+            assert checks["database"]["detail"] == "postgresql"
+            assert checks["cache"]["detail"] == "RedisCache"
+            assert checks["broker"]["detail"] == "redis"
+            assert not (service.data_dir / "wave.sqlite3").exists()
+            assert_stops_cleanly(service)
+        finally:
+            service.terminate()
 
 
 def test_two_services_run_side_by_side_with_their_own_registries(tmp_path: Path) -> None:
