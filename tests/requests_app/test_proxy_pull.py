@@ -12,7 +12,7 @@ from pytest_django.fixtures import Settings
 from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
 from tests.support.asgi_server import AsgiServer
-from tests.support.images import skopeo_copy, skopeo_inspect
+from tests.support.images import Builder, skopeo_copy, skopeo_inspect
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +98,50 @@ def test_revoked_token_stops_pulls_at_once(proxy: AsgiServer, post: Post, anonym
     response = httpx.get(f"{proxy.url}/v2/wt/{target['containerToken']}/library/busybox/manifests/latest")
     assert response.status_code == 404
     assert response.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+def test_upstream_blob_redirects_are_passed_on(
+    proxy: AsgiServer,
+    post: Post,
+    builder,
+    busybox_image_id: str,
+    tmp_path: Path,
+) -> None:
+    """A registry that redirects blob GETs (as S3 or CDN-backed ones do): clients follow the redirect."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.support.network import free_port
+    from tests.support.registry import ANONYMOUS, start_registry
+
+    cdn_port = free_port()
+    registry = start_registry(ANONYMOUS, redirect_blobs_to=f"http://127.0.0.1:{cdn_port}/")
+    served: list[tuple[str, str | None]] = []
+
+    class Cdn(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            served.append((self.path, self.headers.get("Authorization")))
+
+    cdn = ThreadingHTTPServer(("127.0.0.1", cdn_port), functools.partial(Cdn, directory=str(registry.root / "data")))
+    threading.Thread(target=cdn.serve_forever, daemon=True).start()
+    try:
+        reference = f"{registry.host}/library/busybox:cdn"
+        builder.push(busybox_image_id, reference)
+        created = post({"containerImage": reference, "containerConfig": {"env": ["VIA=cdn"]}}).json()
+        token = created["containerToken"]
+        manifest = httpx.get(f"{proxy.url}/v2/wt/{token}/library/busybox/manifests/cdn").json()
+        layer = manifest["layers"][0]["digest"]
+        redirect = httpx.get(f"{proxy.url}/v2/wt/{token}/library/busybox/blobs/{layer}")
+        assert redirect.status_code == 307
+        assert redirect.headers["Location"].startswith(f"http://127.0.0.1:{cdn_port}/docker/registry/v2/blobs/")
+        # The proxy fetched the config through the redirect itself; skopeo follows the layer's redirect.
+        assert "VIA=cdn" in skopeo_inspect(created["targetImage"], config=True)["config"]["Env"]
+        skopeo_copy(created["targetImage"], tmp_path / "copy", transport="dir")
+        assert (tmp_path / "copy" / layer.split(":")[1]).stat().st_size == manifest["layers"][0]["size"]
+        assert any(layer.split(":")[1] in path for path, _ in served)
+        assert all(authorization is None for _, authorization in served)
+    finally:
+        cdn.shutdown()
+        cdn.server_close()
+        registry.stop()

@@ -53,8 +53,14 @@ class Registry:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_registry(flavour: str = ANONYMOUS, *, username: str = "wave", password: str | None = None) -> Registry:
-    """Start a registry and wait until `/v2/` answers; the caller must `stop()` it."""
+def start_registry(
+    flavour: str = ANONYMOUS, *, username: str = "wave", password: str | None = None, redirect_blobs_to: str = ""
+) -> Registry:
+    """Start a registry and wait until `/v2/` answers; the caller must `stop()` it.
+
+    `redirect_blobs_to`: a base URL; blob GETs then answer with a redirect there, as registries backed by
+    S3 or a CDN do (distribution's `redirect` storage middleware), to the path of the blob in `root/data`.
+    """
     root = Path(tempfile.mkdtemp(prefix=f"wave-registry-{flavour}-"))
     port = free_port()
     auth = ""
@@ -85,7 +91,9 @@ def start_registry(flavour: str = ANONYMOUS, *, username: str = "wave", password
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n" + auth
-    )
+        + (f"middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {redirect_blobs_to}\n"
+           if redirect_blobs_to else "")
+    )  # fmt: skip
     log = open(root / "registry.log", "wb")  # noqa: SIM115 - owned by the process, closed with the dir
     process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     registry = Registry(
