@@ -103,7 +103,7 @@ def test_revoked_token_stops_pulls_at_once(proxy: AsgiServer, post: Post, anonym
 def test_upstream_blob_redirects_are_passed_on(
     proxy: AsgiServer,
     post: Post,
-    builder,
+    builder: Builder,
     busybox_image_id: str,
     tmp_path: Path,
 ) -> None:
