@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.load import wrk
+from bench.load import interleaved
 from bench.service import running_service
 from tests.support.images import Builder
 from tests.support.network import free_port
@@ -27,7 +27,9 @@ def main(seconds: int = 10, connections: int = 32, web_workers: int = 2) -> None
     try:
         with (
             tempfile.TemporaryDirectory(prefix="wave-bench-") as tmp,
-            running_service(Path(tmp), WAVE_REGISTRY_PORT=str(registry_port)) as service,
+            running_service(
+                Path(tmp), WAVE_REGISTRY_PORT=str(registry_port), WAVE_WEB_WORKERS=str(web_workers)
+            ) as service,
         ):
             image = f"localhost:{registry_port}/library/busybox:latest"
             builder.push(builder.busybox_image(), image)
@@ -43,12 +45,21 @@ def main(seconds: int = 10, connections: int = 32, web_workers: int = 2) -> None
                 f"wrk.body = {json.dumps(body)}\n"
                 'wrk.headers["Content-Type"] = "application/json"\n'
             )
-            posts = wrk(f"{service.url}/container-token", connections=connections, seconds=seconds, script=str(script))
-            info = wrk(f"{service.url}/service-info", connections=connections, seconds=seconds)
+            medians = interleaved(
+                {
+                    "POST /container-token": {"url": f"{service.url}/container-token", "connections": connections,
+                                              "seconds": seconds, "script": str(script)},
+                    "GET /service-info": {"url": f"{service.url}/service-info", "connections": connections,
+                                          "seconds": seconds},
+                }
+            )  # fmt: skip
+            posts, info = medians["POST /container-token"], medians["GET /service-info"]
     finally:
         builder.cleanup()
 
-    print(f"\n{connections} connections, {seconds}s each, {web_workers} uvicorn workers, Postgres + Redis")
+    print(
+        f"\n{connections} connections, {seconds}s each, {web_workers} uvicorn workers, Postgres + Redis (median of 3)"
+    )
     print(posts.line("POST /container-token"))
     print(info.line("GET /service-info"))
     print(f"ratio container-token / service-info: {posts.requests_per_second / info.requests_per_second:.2f}")

@@ -39,3 +39,21 @@ def wrk(
     ):
         errors += sum(int(g) for g in match.groups() if g)
     return LoadResult(url=url, requests_per_second=rate, p99_ms=p99, errors=errors)
+
+
+def interleaved(runs: dict[str, dict[str, object]], *, rounds: int = 3) -> dict[str, LoadResult]:
+    """Run each labelled wrk load in turn, `rounds` times, and keep each one's median round.
+
+    Interleaving spreads the machine's drift (other load, CPU steal) over both sides of a ratio.
+    """
+    results: dict[str, list[LoadResult]] = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, kwargs in runs.items():
+            results[label].append(wrk(**kwargs))  # type: ignore[arg-type]
+    medians = {}
+    for label, measured in results.items():
+        ordered = sorted(measured, key=lambda r: r.requests_per_second)
+        medians[label] = ordered[len(ordered) // 2]
+        spread = ", ".join(f"{r.requests_per_second:.0f}" for r in measured)
+        print(f"  {label}: rounds {spread} req/s")
+    return medians

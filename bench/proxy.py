@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.load import wrk
+from bench.load import interleaved
 from bench.service import running_service
 from tests.support.images import Builder
 from tests.support.network import free_port, wait_until
@@ -141,14 +141,19 @@ def manifests(*, seconds: int = 10, connections: int = 50) -> None:
             token = _container_token(service, reference)["containerToken"]
             script = Path(tmp) / "accept.lua"
             script.write_text(f'wrk.headers["Accept"] = "{MANIFEST_ACCEPT}"\n')
-            ours = wrk(f"{service.url}/v2/wt/{token}/bench/small/manifests/latest", connections=connections,
-                       seconds=seconds, script=str(script))  # fmt: skip
-            direct = wrk(f"{upstream.url}/v2/bench/small/manifests/latest", connections=connections,
-                         seconds=seconds, script=str(script))  # fmt: skip
+            medians = interleaved(
+                {
+                    "proxy": {"url": f"{service.url}/v2/wt/{token}/bench/small/manifests/latest",
+                              "connections": connections, "seconds": seconds, "script": str(script)},
+                    "registry": {"url": f"{upstream.url}/v2/bench/small/manifests/latest",
+                                 "connections": connections, "seconds": seconds, "script": str(script)},
+                }
+            )  # fmt: skip
+            ours, direct = medians["proxy"], medians["registry"]
     finally:
         upstream.stop()
         builder.cleanup()
-    print(f"\nmanifest GET by tag, {connections} connections, {seconds}s each")
+    print(f"\nmanifest GET by tag, {connections} connections, {seconds}s each (median of 3)")
     print(ours.line("through the proxy"))
     print(direct.line("upstream registry direct"))
     print(f"ratio proxy / registry: {ours.requests_per_second / direct.requests_per_second:.2f} (target >= 0.5)")

@@ -124,7 +124,7 @@ if DATABASE_URL:
     _db["ENGINE"] = "django.db.backends.postgresql"
     _db["CONN_MAX_AGE"] = 0  # connections come from the pool below; Django must not keep its own
     _db["OPTIONS"] = {
-        "pool": {"min_size": 1, "max_size": env_int("WAVE_DB_POOL_SIZE", 10, minimum=1), "timeout": 10},
+        "pool": {"min_size": 2, "max_size": env_int("WAVE_DB_POOL_SIZE", 20, minimum=2), "timeout": 10},
         "connect_timeout": 5,
         # `off` trades durability of the last fraction of a second of writes (on a database crash) for latency.
         "options": f"-c synchronous_commit={_synchronous_commit}",
