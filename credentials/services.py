@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 from urllib.parse import urlsplit
 
+import httpx
 from django.conf import settings
 
 from credentials.static import static_credentials
-from registry.client import RegistryClient
-from registry.ssrf import DestinationRefusedError, check_destination
+from registry.client import DEFAULT_TIMEOUT, RegistryClient
+from registry.ssrf import DestinationRefusedError, address_check, check_destination, guarded_transport
 from wave_site.cache import shared_cache
 
 
@@ -37,10 +38,16 @@ def url_destination_check(url: str) -> None:
     destination_check(f"{host}:{port}" if port else host)
 
 
+def connect_check(host: str, port: int, address: str) -> None:
+    """The SSRF rules again at connect time, on the address actually contacted (defeats DNS rebinding)."""
+    address_check(allow=settings.WAVE_SSRF_ALLOW, trusted=own_registries())(host, port, address)
+
+
 @functools.cache
 def registry_client() -> RegistryClient:
     """One client per process: connections are reused, tokens are shared through the cache."""
     return RegistryClient(
+        http=httpx.Client(transport=guarded_transport(connect_check), timeout=DEFAULT_TIMEOUT, follow_redirects=False),
         insecure=settings.WAVE_INSECURE_REGISTRIES,
         credentials=static_credentials,
         cache=shared_cache(),

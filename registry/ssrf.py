@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+import httpcore
+import httpx
 
 from registry.endpoints import split_host_port
 
@@ -56,3 +61,65 @@ def check_destination(authority: str, *, allow: Iterable[str] = (), trusted: Ite
         address = str(info[4][0])
         if not _is_public(address):
             raise DestinationRefusedError(host, "it resolves to a private or local address")
+
+
+# --- Enforcement at connect time ----------------------------------------------------------------------
+# `check_destination` answers before a request; DNS may answer differently a moment later (rebinding).
+# These network backends resolve once, check every address, and connect to the checked address, so
+# that what was checked is what is contacted. TLS still verifies the certificate against the host name.
+
+AddressCheck = Callable[[str, int, str], None]  # (host, port, resolved address): raises DestinationRefusedError
+
+
+def address_check(*, allow: Iterable[str] = (), trusted: Iterable[str] = ()) -> AddressCheck:
+    allowed_hosts = {entry.strip().lower() for entry in allow}
+    trusted_authorities = {entry.strip().lower() for entry in trusted}
+
+    def check(host: str, port: int, address: str) -> None:
+        name = host.lower().strip("[]")
+        if name in allowed_hosts or f"{name}:{port}" in trusted_authorities or name in trusted_authorities:
+            return
+        if not _is_public(address):
+            raise DestinationRefusedError(name, "it resolves to a private or local address")
+
+    return check
+
+
+def pinned_address(host: str, port: int, check: AddressCheck) -> str:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise DestinationRefusedError(host, "the host name does not resolve") from None
+    addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        check(host, port, address)
+    return addresses[0]
+
+
+class GuardedSyncBackend(httpcore.SyncBackend):
+    def __init__(self, check: AddressCheck) -> None:
+        self.check = check
+
+    def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return super().connect_tcp(pinned_address(host, port, self.check), port, *args, **kwargs)
+
+
+class GuardedAsyncBackend(httpcore.AnyIOBackend):
+    def __init__(self, check: AddressCheck) -> None:
+        self.check = check
+
+    async def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        address = await anyio.to_thread.run_sync(pinned_address, host, port, self.check)
+        return await super().connect_tcp(address, port, *args, **kwargs)
+
+
+def guarded_transport(check: AddressCheck, **options: Any) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(**options)
+    transport._pool._network_backend = GuardedSyncBackend(check)
+    return transport
+
+
+def guarded_async_transport(check: AddressCheck, **options: Any) -> httpx.AsyncHTTPTransport:
+    transport = httpx.AsyncHTTPTransport(**options)
+    transport._pool._network_backend = GuardedAsyncBackend(check)
+    return transport

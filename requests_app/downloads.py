@@ -19,8 +19,8 @@ import httpx
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from credentials.services import url_destination_check
-from registry.ssrf import DestinationRefusedError
+from credentials.services import connect_check, url_destination_check
+from registry.ssrf import DestinationRefusedError, guarded_transport
 from requests_app.layers import CHUNK, TarDigest, blob_key
 from requests_app.models import InjectedLayer
 from wave_site.cache import shared_cache
@@ -75,7 +75,11 @@ def download_verified(url: str, *, gzip_size: int, gzip_digest: str, tar_digest:
     received = 0
     timeout = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client, open(into, "wb") as output:
+        transport = guarded_transport(connect_check)
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=False, transport=transport) as client,
+            open(into, "wb") as output,
+        ):
             response = _open(client, url)
             try:
                 if response.status_code != 200:
@@ -91,6 +95,8 @@ def download_verified(url: str, *, gzip_size: int, gzip_digest: str, tar_digest:
                     output.write(chunk)
             finally:
                 response.close()
+    except DestinationRefusedError as exc:  # refused at connect time: DNS answered differently
+        raise LayerDownloadError(exc.message) from None
     except httpx.TimeoutException:
         raise LayerDownloadError(f"Download of {url} timed out") from None
     except httpx.HTTPError as exc:

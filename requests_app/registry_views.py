@@ -21,10 +21,10 @@ from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from credentials.services import registry_client
+from credentials.services import connect_check, registry_client
 from registry.augment import Document
 from registry.client import RegistryError
-from registry.ssrf import DestinationRefusedError
+from registry.ssrf import DestinationRefusedError, guarded_async_transport
 from requests_app.layers import blob_key
 from requests_app.models import GeneratedDocument
 from requests_app.proxy import (
@@ -218,7 +218,8 @@ def stream_client() -> httpx.AsyncClient:
     if _stream_client is None:
         timeout = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        _stream_client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+        transport = guarded_async_transport(connect_check, limits=limits)
+        _stream_client = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
     return _stream_client
 
 
@@ -238,6 +239,8 @@ async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str)
     http = stream_client()
     try:
         upstream = await http.send(http.build_request(method, url, headers=headers), stream=True)
+    except DestinationRefusedError as exc:
+        return oci_error(403, "DENIED", exc.message)
     except httpx.HTTPError as exc:
         return oci_error(503, "UNAVAILABLE", f"Registry '{target.registry}' is unreachable: {type(exc).__name__}")
     if upstream.is_redirect:

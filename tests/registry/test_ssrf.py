@@ -33,3 +33,19 @@ def test_allow_list_names_hosts_on_any_port_and_trusted_names_exact_authorities(
     check_destination("localhost:5000", trusted=["localhost:5000"])
     with pytest.raises(DestinationRefusedError):
         check_destination("localhost:5001", trusted=["localhost:5000"])
+
+
+def test_connections_are_checked_on_the_address_actually_contacted(anonymous_image) -> None:
+    """A name that passed an earlier check but resolves to a private address now is refused at connect time."""
+    import httpx
+
+    from registry.ssrf import address_check, guarded_transport
+
+    port = anonymous_image.registry.host.split(":")[1]
+    refusing = httpx.Client(transport=guarded_transport(address_check(allow=[])))
+    with pytest.raises(DestinationRefusedError, match="Destination 'localhost' is not allowed"):
+        refusing.get(f"http://localhost:{port}/v2/")
+    allowing = httpx.Client(transport=guarded_transport(address_check(allow=["localhost"])))
+    assert allowing.get(f"http://localhost:{port}/v2/").status_code == 200
+    trusting = httpx.Client(transport=guarded_transport(address_check(trusted=[f"127.0.0.1:{port}"])))
+    assert trusting.get(f"http://127.0.0.1:{port}/v2/").status_code == 200
