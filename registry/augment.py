@@ -144,18 +144,31 @@ class Augmented:
     generated: list[Document]
 
 
+def _malformed(what: str) -> AugmentError:
+    return AugmentError(f"The upstream {what} is malformed")
+
+
 def augment_image_manifest(
     manifest_bytes: bytes, media_type: str, config: ContainerConfig, fetch_blob: FetchBlob
 ) -> Augmented:
-    manifest = json.loads(manifest_bytes)
-    config_digest = manifest.get("config", {}).get("digest")
+    try:
+        manifest = json.loads(manifest_bytes)
+        config_digest = manifest.get("config", {}).get("digest")
+    except (ValueError, AttributeError):
+        raise _malformed("manifest") from None
     if not config_digest:
         raise AugmentError("The upstream manifest has no config")
     config_media_type = manifest["config"].get("mediaType") or (
         OCI_CONFIG if media_type == OCI_MANIFEST else DOCKER_CONFIG
     )
-    new_config = Document(augment_config(fetch_blob(config_digest), config), config_media_type)
-    new_manifest = Document(augment_manifest(manifest_bytes, media_type, new_config, config), media_type)
+    try:
+        new_config = Document(augment_config(fetch_blob(config_digest), config), config_media_type)
+    except (ValueError, AttributeError, TypeError, KeyError):
+        raise _malformed("image config") from None
+    try:
+        new_manifest = Document(augment_manifest(manifest_bytes, media_type, new_config, config), media_type)
+    except (ValueError, AttributeError, TypeError, KeyError):
+        raise _malformed("manifest") from None
     return Augmented(served=new_manifest, generated=[new_config, new_manifest])
 
 
@@ -168,11 +181,17 @@ def augment_index(
     fetch_blob: FetchBlob,
 ) -> Augmented:
     """Augment only the entries matching `platform`; other entries keep their digests."""
-    index = json.loads(index_bytes)
+    try:
+        index = json.loads(index_bytes)
+        index_entries = list(index.get("manifests") or [])
+    except (ValueError, AttributeError, TypeError):
+        raise _malformed("image index") from None
     generated: list[Document] = []
     entries = []
     matched = False
-    for entry in index.get("manifests", []):
+    for entry in index_entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+            raise _malformed("image index")
         if platform.matches(entry.get("platform") or {}):
             matched = True
             content, entry_type = fetch_manifest(entry["digest"])

@@ -32,7 +32,8 @@ def _is_public(address: str) -> bool:
     """Globally routable, after unwrapping IPv4 addresses carried inside IPv6 (mapped, 6to4, Teredo)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
-        for embedded in (ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None):
+        nat64 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in ipaddress.ip_network("64:ff9b::/96") else None
+        for embedded in (ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None, nat64):
             if embedded is not None and not _is_public(str(embedded)):
                 return False
         if ip.sixtofour is not None or ip.teredo is not None:

@@ -37,13 +37,22 @@ class LayerDownloadBusy(Exception):
     """Another worker is downloading the same digest right now."""
 
 
-def _mark(digest: str, *, state: str, reason: str = "", url: str | None = None) -> int:
-    rows = InjectedLayer.objects.filter(gzip_digest=digest, state=InjectedLayer.State.PENDING)
-    if url is not None:
-        rows = rows.filter(url=url)
+def _mark(layer: InjectedLayer, *, state: str, reason: str = "") -> int:
+    """Settle every pending row that names exactly this layer: same URL, digests and size.
+
+    A row with another URL downloads (and so proves access to) the content itself; a row with other
+    digests or size is a different claim, checked on its own.
+    """
+    rows = InjectedLayer.objects.filter(
+        state=InjectedLayer.State.PENDING,
+        url=layer.url,
+        gzip_digest=layer.gzip_digest,
+        gzip_size=layer.gzip_size,
+        tar_digest=layer.tar_digest,
+    )
     fields = {"state": state, "failure_reason": reason}
     if state == InjectedLayer.State.READY:
-        fields["blob_key"] = blob_key(digest)
+        fields["blob_key"] = blob_key(layer.gzip_digest)
     return rows.update(**fields)
 
 
@@ -116,19 +125,35 @@ def download_verified(url: str, *, gzip_size: int, gzip_digest: str, tar_digest:
         raise LayerDownloadError(f"Layer tar digest does not match: expected {tar_digest}, got {actual_tar}")
 
 
+def _already_downloaded(layer: InjectedLayer) -> bool:
+    """The same layer (URL, digests, size) was downloaded and verified before, and its blob is stored."""
+    verified = InjectedLayer.objects.filter(
+        state=InjectedLayer.State.READY,
+        url=layer.url,
+        gzip_digest=layer.gzip_digest,
+        gzip_size=layer.gzip_size,
+        tar_digest=layer.tar_digest,
+    ).exists()
+    return verified and default_storage.exists(blob_key(layer.gzip_digest))
+
+
 def injected_layer_download(*, layer_pk: int) -> str:
     """Download one pending layer (and settle every pending layer of the same digest); the state reached."""
     layer = InjectedLayer.objects.filter(pk=layer_pk).first()
     if layer is None or layer.state != InjectedLayer.State.PENDING:
         return layer.state if layer else "gone"
-    key = blob_key(layer.gzip_digest)
-    if default_storage.exists(key):
-        _mark(layer.gzip_digest, state=InjectedLayer.State.READY)
+    if _already_downloaded(layer):
+        _mark(layer, state=InjectedLayer.State.READY)
         return InjectedLayer.State.READY
     lock = f"wave:layer-download:{layer.gzip_digest}"
-    if not shared_cache().add(lock, layer_pk, timeout=settings.WAVE_LAYER_DOWNLOAD_TIMEOUT + 60):
+    owner = f"{layer_pk}:{os.getpid()}:{time.monotonic()}"
+    if not shared_cache().add(lock, owner, timeout=settings.WAVE_LAYER_DOWNLOAD_TIMEOUT + 60):
         raise LayerDownloadBusy(layer.gzip_digest)
     try:
+        if _already_downloaded(layer):  # finished by another worker while we waited for the lock
+            _mark(layer, state=InjectedLayer.State.READY)
+            return InjectedLayer.State.READY
+        key = blob_key(layer.gzip_digest)
         final = default_storage.path(key)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=os.path.dirname(final), prefix=".download-")
@@ -139,12 +164,13 @@ def injected_layer_download(*, layer_pk: int) -> str:
             os.replace(partial, final)
         except LayerDownloadError as exc:
             logger.warning("layer %s failed: %s", layer.gzip_digest, exc)
-            _mark(layer.gzip_digest, state=InjectedLayer.State.FAILED, reason=str(exc), url=layer.url)
+            _mark(layer, state=InjectedLayer.State.FAILED, reason=str(exc))
             return InjectedLayer.State.FAILED
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
-        _mark(layer.gzip_digest, state=InjectedLayer.State.READY)
+        _mark(layer, state=InjectedLayer.State.READY)
         return InjectedLayer.State.READY
     finally:
-        shared_cache().delete(lock)
+        if shared_cache().get(lock) == owner:  # expired and taken by another worker: not ours to drop
+            shared_cache().delete(lock)

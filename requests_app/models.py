@@ -31,6 +31,9 @@ class ContainerRequest(models.Model):
     build_id = models.CharField(max_length=128, blank=True, help_text="The build this request started or joined.")
     source_digest = models.CharField(max_length=80, blank=True)
     wave_digest = models.CharField(max_length=80, blank=True)
+    generated_digests = models.JSONField(
+        default=list, blank=True, help_text="Configs and manifests generated for this request: only it may read them."
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     expires_at = models.DateTimeField(db_index=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

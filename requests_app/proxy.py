@@ -93,16 +93,37 @@ def _target_from(request: ContainerRequest) -> ProxyTarget:
     )
 
 
+def is_revoked(token: str) -> bool:
+    return shared_cache().get(f"wave:revoked:{token}") is not None
+
+
+def owned_digests(target: ProxyTarget) -> frozenset[str]:
+    """Digests of the documents generated for this request (no other token may read them)."""
+    key = f"wave:owns:{target.token}"
+    owned = shared_cache().get(key)
+    if not isinstance(owned, frozenset):
+        stored = ContainerRequest.objects.filter(pk=target.pk).values_list("generated_digests", flat=True).first()
+        owned = frozenset(stored or ())
+        shared_cache().set(key, owned, settings.WAVE_TOKEN_TTL)
+    return owned
+
+
+def _record_generated(target: ProxyTarget, digests: list[str]) -> None:
+    owned = set(owned_digests(target)) | set(digests)
+    ContainerRequest.objects.filter(pk=target.pk).update(generated_digests=sorted(owned))
+    shared_cache().set(f"wave:owns:{target.token}", frozenset(owned), settings.WAVE_TOKEN_TTL)
+
+
 def resolve_token(token: str, name: str) -> ProxyTarget:
     """The active request for a token whose image path is `name`; OCI errors otherwise."""
     key = f"wave:token:{token}"
-    target = shared_cache().get(key)
+    target = None if is_revoked(token) else shared_cache().get(key)
     if not isinstance(target, ProxyTarget):
         request = (
             ContainerRequest.objects.filter(token=token, revoked_at__isnull=True).prefetch_related("layers").first()
         )
         target = _target_from(request) if request is not None else None
-        if target is not None:
+        if target is not None and not is_revoked(token):  # a revocation may have landed meanwhile
             shared_cache().set(key, target, TOKEN_CACHE_TTL)
     if target is None or target.expires_at <= time.time():
         raise ProxyError(404, "NAME_UNKNOWN", f"Unknown Wave container for token '{token}'")
@@ -113,7 +134,7 @@ def resolve_token(token: str, name: str) -> ProxyTarget:
 
 def _upstream_error(exc: Exception) -> ProxyError:
     if isinstance(exc, DestinationRefusedError):
-        return ProxyError(403, "DENIED", exc.message)
+        return ProxyError(400, "DENIED", exc.message)
     if isinstance(exc, ManifestUnknownError):
         return ProxyError(404, "MANIFEST_UNKNOWN", exc.message)
     if isinstance(exc, RegistryUnauthorizedError):
@@ -121,11 +142,13 @@ def _upstream_error(exc: Exception) -> ProxyError:
     if isinstance(exc, RegistryDeniedError):
         return ProxyError(403, "DENIED", exc.message)
     if isinstance(exc, RegistryUnavailableError):
+        if " 429 " in exc.message:
+            return ProxyError(429, "TOOMANYREQUESTS", exc.message, {"Retry-After": "10"})
         return ProxyError(503, "UNAVAILABLE", exc.message)
     if isinstance(exc, AugmentError):
         return ProxyError(400, "UNKNOWN", exc.message)
     assert isinstance(exc, RegistryError)
-    return ProxyError(502, "UNKNOWN", exc.message)
+    return ProxyError(500, "UNKNOWN", exc.message)
 
 
 def wait_for_layers(target: ProxyTarget) -> None:
@@ -200,25 +223,30 @@ def cached_manifest(token: str, name: str, reference: str) -> tuple[Document, fl
     target = cache.get(f"wave:token:{token}")
     if not isinstance(target, ProxyTarget) or target.expires_at <= time.time() or name != target.repository:
         return None
+    if is_revoked(token):
+        return None
     if reference.startswith("sha256:"):
+        owned = cache.get(f"wave:owns:{token}")
+        if not isinstance(owned, frozenset) or reference not in owned:
+            found = cache.get(f"wave:manifest:{target.registry}/{target.repository}:{reference}")
+            return (Document(found[1], found[0]), target.expires_at) if isinstance(found, tuple) else None
         digest: object = reference
     elif not target.is_augmented:
-        found = cache.get(f"wave:manifest:{target.registry}/{target.repository}:{reference}")
+        upstream = cache.get(f"wave:tag:{target.registry}/{target.repository}:{reference}")
+        found = cache.get(f"wave:manifest:{target.registry}/{target.repository}:{upstream}") if upstream else None
         return (Document(found[1], found[0]), target.expires_at) if isinstance(found, tuple) else None
     else:
         upstream = cache.get(f"wave:tag:{target.registry}/{target.repository}:{reference}")
         digest = cache.get(f"wave:augmented:{token}:{upstream}") if isinstance(upstream, str) else None
     if not isinstance(digest, str):
         return None
-    stored = cache.get(f"wave:doc:{digest}") or cache.get(
-        f"wave:manifest:{target.registry}/{target.repository}:{digest}"
-    )
+    stored = cache.get(f"wave:doc:{digest}")
     return (Document(stored[1], stored[0]), target.expires_at) if isinstance(stored, tuple) else None
 
 
 def manifest_for(target: ProxyTarget, reference: str) -> Document:
     """The manifest (or index) to serve for `reference` (a tag or a digest)."""
-    if reference.startswith("sha256:"):
+    if reference.startswith("sha256:") and reference in owned_digests(target):
         stored = document_get(reference)
         if stored is not None:
             return Document(stored[0], stored[1])
@@ -231,7 +259,7 @@ def manifest_for(target: ProxyTarget, reference: str) -> Document:
         upstream_digest = _resolve_tag(target, reference)
         cache_key = f"wave:augmented:{target.token}:{upstream_digest}"
         served_digest = shared_cache().get(cache_key)
-        if isinstance(served_digest, str):
+        if isinstance(served_digest, str) and served_digest in owned_digests(target):
             stored = document_get(served_digest)
             if stored is not None:
                 return Document(stored[0], stored[1])
@@ -256,24 +284,27 @@ def manifest_for(target: ProxyTarget, reference: str) -> Document:
         raise _upstream_error(exc) from None
     for document in result.generated:
         document_put(document)
+    _record_generated(target, [document.digest for document in result.generated])
     shared_cache().set(cache_key, result.served.digest, settings.WAVE_TOKEN_TTL)
     _record_digests(target, upstream_digest, result.served.digest)
     return result.served
 
 
 def _upstream_manifest(target: ProxyTarget, reference: str) -> Document:
-    """An upstream manifest as is; by tag cached for a few seconds (a pipeline pulls one tag many times)."""
-    key = f"wave:manifest:{target.registry}/{target.repository}:{reference}"
+    """An upstream manifest as is: a tag is resolved by HEAD (cached briefly), the bytes fetched by digest
+    (cached for as long as a token lives: the digest names them). HEADs do not count as pulls upstream."""
+    digest = _resolve_tag(target, reference)
+    key = f"wave:manifest:{target.registry}/{target.repository}:{digest}"
     cached = shared_cache().get(key)
     if isinstance(cached, tuple):
-        return Document(cached[1], cached[0])
-    content, declared, digest = registry_client().get_manifest(target.registry, target.repository, reference)
-    document = Document(content, media_type_of(content, declared))
-    # (media type, bytes), as generated documents are cached
-    shared_cache().set(key, (document.media_type, document.content),
-                       settings.WAVE_TOKEN_TTL if reference.startswith("sha256:") else TAG_CACHE_TTL)  # fmt: skip
-    if not target.is_augmented:
-        _record_digests(target, digest, digest)
+        document = Document(cached[1], cached[0])
+    else:
+        content, declared, _ = registry_client().get_manifest(target.registry, target.repository, digest)
+        document = Document(content, media_type_of(content, declared))
+        # (media type, bytes), as generated documents are cached
+        shared_cache().set(key, (document.media_type, document.content), settings.WAVE_TOKEN_TTL)
+    if not target.is_augmented and not reference.startswith("sha256:"):
+        _record_digests(target, digest, digest)  # the image's own digest, not an index entry's
     return document
 
 

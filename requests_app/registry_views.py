@@ -26,7 +26,6 @@ from registry.augment import Document
 from registry.client import RegistryError
 from registry.ssrf import DestinationRefusedError, guarded_async_transport
 from requests_app.layers import blob_key
-from requests_app.models import GeneratedDocument
 from requests_app.proxy import (
     ProxyError,
     ProxyTarget,
@@ -34,6 +33,7 @@ from requests_app.proxy import (
     count_pull,
     injected_layer_key,
     manifest_for,
+    owned_digests,
     remember_served,
     resolve_token,
     served_recently,
@@ -135,13 +135,20 @@ def tags_list(request: HttpRequest, token: str, name: str) -> HttpResponse:
         upstream = client.request("GET", target.registry, target.repository, f"/v2/{target.repository}/tags/list")
     except ProxyError as exc:
         return _as_oci(exc)
-    except (RegistryError, DestinationRefusedError) as exc:
-        return oci_error(503, "UNAVAILABLE", getattr(exc, "message", str(exc)))
+    except DestinationRefusedError as exc:
+        return oci_error(400, "DENIED", exc.message)
+    except RegistryError as exc:
+        return oci_error(503, "UNAVAILABLE", exc.message)
     if upstream.status_code != 200:
-        return oci_error(upstream.status_code if upstream.status_code < 500 else 503,
-                         "NAME_UNKNOWN" if upstream.status_code == 404 else "UNKNOWN",
-                         f"Upstream registry answered {upstream.status_code} to tags/list")  # fmt: skip
-    tags = upstream.json().get("tags") or []
+        code = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 429: "TOOMANYREQUESTS"}.get(
+            upstream.status_code, "UNAVAILABLE"
+        )
+        status = upstream.status_code if upstream.status_code in {401, 403, 404, 429} else 503
+        return oci_error(status, code, f"Upstream registry answered {upstream.status_code} to tags/list")
+    try:
+        tags = upstream.json().get("tags") or []
+    except (ValueError, AttributeError):
+        return oci_error(503, "UNAVAILABLE", "Upstream registry sent an unreadable tags list")
     body = json.dumps({"name": name, "tags": tags})
     response = HttpResponse(body, content_type="application/json")
     response["Docker-Distribution-API-Version"] = "registry/2.0"
@@ -229,10 +236,17 @@ async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str)
         authorization = await sync_to_async(client.authorization, thread_sensitive=False)(
             target.registry, target.repository
         )
-    except (RegistryError, DestinationRefusedError) as exc:
-        return oci_error(503, "UNAVAILABLE", getattr(exc, "message", str(exc)))
+    except DestinationRefusedError as exc:
+        return oci_error(400, "DENIED", exc.message)
+    except RegistryError as exc:
+        return oci_error(503, "UNAVAILABLE", exc.message)
     url = f"{client.base_url(target.registry)}/v2/{target.repository}/blobs/{digest}"
-    headers = {"Authorization": authorization} if authorization else {}
+    # identity: the bytes must reach the client exactly as the registry stores them (digest-checked).
+    headers = (
+        {"Authorization": authorization, "Accept-Encoding": "identity"}
+        if authorization
+        else {"Accept-Encoding": "identity"}
+    )
     if request.headers.get("Range"):
         headers["Range"] = request.headers["Range"]
     method = "HEAD" if request.method == "HEAD" else "GET"
@@ -240,14 +254,14 @@ async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str)
     try:
         upstream = await http.send(http.build_request(method, url, headers=headers), stream=True)
     except DestinationRefusedError as exc:
-        return oci_error(403, "DENIED", exc.message)
+        return oci_error(400, "DENIED", exc.message)
     except httpx.HTTPError as exc:
         return oci_error(503, "UNAVAILABLE", f"Registry '{target.registry}' is unreachable: {type(exc).__name__}")
     if upstream.is_redirect:
         await upstream.aclose()
         # The client follows the redirect itself, without our credentials (another host, e.g. a CDN).
         response = HttpResponse(status=307)
-        response["Location"] = urljoin(url, upstream.headers["Location"])
+        response["Location"] = urljoin(url, upstream.headers.get("Location", ""))
         response["Docker-Distribution-API-Version"] = "registry/2.0"
         return response
     if upstream.status_code >= 400:
@@ -299,6 +313,6 @@ def _locate_blob(token: str, name: str, digest: str) -> tuple[ProxyTarget, str |
     """The request, and the blob-store key when the service serves this blob itself (None: upstream's)."""
     target = resolve_token(token, name)
     key = injected_layer_key(target, digest)
-    if key is None and target.is_augmented and GeneratedDocument.objects.filter(digest=digest).exists():
-        key = blob_key(digest)  # a generated config
+    if key is None and target.is_augmented and digest in owned_digests(target):
+        key = blob_key(digest)  # a config generated for this request
     return target, key

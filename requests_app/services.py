@@ -194,6 +194,18 @@ def container_request_create(*, data: dict[str, Any], api_version: str, caller: 
     raise ServiceUnavailable("Could not allocate a container token, retry later")
 
 
+def _verified_before(layer: LayerSpec) -> bool:
+    """This exact layer (URL, digests, size) was downloaded and verified for an earlier request."""
+    verified = InjectedLayer.objects.filter(
+        state=InjectedLayer.State.READY,
+        url=layer.url,
+        gzip_digest=layer.gzip_digest,
+        gzip_size=layer.gzip_size,
+        tar_digest=layer.tar_digest,
+    ).exists()
+    return verified and default_storage.exists(blob_key(layer.gzip_digest))
+
+
 def _enqueue_download(layer_pk: int) -> None:
     from requests_app.tasks import layer_download_task
 
@@ -202,11 +214,7 @@ def _enqueue_download(layer_pk: int) -> None:
 
 def _layer_rows(request: ContainerRequest, layers: list[LayerSpec]) -> list[InjectedLayer]:
     """Rows for the layers; a layer whose digest is already in the blob store is ready at once."""
-    stored = {
-        layer.gzip_digest
-        for layer in layers
-        if not layer.is_inline and default_storage.exists(blob_key(layer.gzip_digest))
-    }
+    stored = {layer.gzip_digest for layer in layers if not layer.is_inline and _verified_before(layer)}
     return [
         InjectedLayer(
             request=request,
@@ -232,6 +240,8 @@ def container_request_revoke(*, token: str) -> ContainerRequest:
     )
     if updated != 1:
         raise NotFound(f"Unknown container token '{token}'")
+    # The marker outlives any cached copy of the token, so that no process can serve it again.
+    shared_cache().set(f"wave:revoked:{token}", 1, settings.WAVE_TOKEN_TTL)
     shared_cache().delete(f"wave:token:{token}")
     forget_served(token)
     logger.info("container token %s revoked", token)

@@ -22,13 +22,20 @@ def container_request_purge_task() -> int:
     return deleted
 
 
-@shared_task(name="requests_app.layer_download", bind=True, ignore_result=True, max_retries=60)
+# 150 retries x 5 s outlasts the longest download another worker may hold the digest's lock for.
+@shared_task(name="requests_app.layer_download", bind=True, ignore_result=True, max_retries=150)
 def layer_download_task(self: Task, layer_pk: int) -> str:
     """Download a layer; when another worker holds the same digest, look again shortly."""
     try:
         return injected_layer_download(layer_pk=layer_pk)
     except LayerDownloadBusy as exc:
-        raise self.retry(countdown=2) from exc
+        if self.request.retries >= self.max_retries:
+            InjectedLayer.objects.filter(pk=layer_pk, state=InjectedLayer.State.PENDING).update(
+                state=InjectedLayer.State.FAILED,
+                failure_reason="Layer download did not start: another download held it",
+            )
+            return InjectedLayer.State.FAILED
+        raise self.retry(countdown=5) from exc
     except Exception as exc:  # noqa: BLE001 - any failure must settle the layer
         # Never leave a layer pending forever: the pull must fail with a reason, the traceback goes to the log.
         message = unexpected_error_message(exc)

@@ -129,7 +129,11 @@ class ErrorIdMiddleware(MiddlewareMixin):
     def process_exception(self, request: HttpRequest, exception: Exception) -> JsonResponse | None:
         if isinstance(exception, Http404 | PermissionDenied):
             return None  # Django's own handlers answer these
-        return JsonResponse({"message": unexpected_error_message(exception)}, status=500)
+        message = unexpected_error_message(exception)
+        if request.path.startswith("/v2/"):  # registry clients read the distribution spec's error body
+            body = {"errors": [{"code": "UNKNOWN", "message": message, "detail": None}]}
+            return JsonResponse(body, status=500, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+        return JsonResponse({"message": message}, status=500)
 
 
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

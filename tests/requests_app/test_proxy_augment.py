@@ -208,3 +208,52 @@ def test_head_manifest_and_blob_ranges(proxy: AsgiServer, post: Post, anonymous_
     wrong_path = httpx.get(f"{proxy.url}/v2/wt/{token}/library/other/manifests/latest")
     assert wrong_path.status_code == 404
     assert wrong_path.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+def test_a_token_cannot_read_what_was_generated_for_another(
+    proxy: AsgiServer, post: Post, anonymous_image: PushedImage
+) -> None:
+    secret = post({"containerImage": anonymous_image.reference,
+                   "containerConfig": {"env": ["SECRET=only-for-me"]}}).json()  # fmt: skip
+    other = post({"containerImage": anonymous_image.reference}).json()["containerToken"]
+    mine = httpx.get(f"{proxy.url}/v2/wt/{secret['containerToken']}/library/busybox/manifests/latest")
+    assert mine.status_code == 200
+    manifest_digest = mine.headers["Docker-Content-Digest"]
+    config_digest = mine.json()["config"]["digest"]
+    base = f"{proxy.url}/v2/wt/{other}/library/busybox"
+    # By digest, through another token: not served from our store (upstream does not know these digests).
+    assert httpx.get(f"{base}/manifests/{manifest_digest}").status_code == 404
+    config = httpx.get(f"{base}/blobs/{config_digest}")
+    assert config.status_code == 404
+    assert b"only-for-me" not in config.content
+
+
+def _push_raw_image(registry_url: str, repository: str, tag: str, config: bytes) -> None:
+    """Push a manifest whose config blob holds `config` verbatim (to test what a hostile registry may send)."""
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    start = httpx.post(f"{registry_url}/v2/{repository}/blobs/uploads/")
+    location = httpx.URL(registry_url).join(start.headers["Location"])
+    httpx.put(location.copy_merge_params({"digest": digest}), content=config).raise_for_status()
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
+                           "size": len(config)}, "layers": []}  # fmt: skip
+    httpx.put(f"{registry_url}/v2/{repository}/manifests/{tag}", content=json.dumps(manifest),
+              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}).raise_for_status()  # fmt: skip
+
+
+def test_malformed_upstream_config_is_a_clear_oci_error(
+    proxy: AsgiServer, post: Post, anonymous_image: PushedImage
+) -> None:
+    registry = anonymous_image.registry
+    _push_raw_image(registry.url, "library/broken", "v1", b"[]")
+    token = post({"containerImage": f"{registry.host}/library/broken:v1",
+                  "containerConfig": {"env": ["A=1"]}}).json()["containerToken"]  # fmt: skip
+    response = httpx.get(f"{proxy.url}/v2/wt/{token}/library/broken/manifests/v1")
+    assert response.status_code == 400
+    assert response.json()["errors"][0] == {
+        "code": "UNKNOWN",
+        "message": "The upstream image config is malformed",
+        "detail": None,
+    }
