@@ -36,6 +36,7 @@ MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
 CHALLENGE_TTL = 300
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_TOKEN_TTL = 60
 
 
@@ -307,10 +308,26 @@ class RegistryClient:
     # --- transport ----------------------------------------------------------------------------
     def _send(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
         try:
-            return self._send_with_retries(lambda: self.http.request(method, url, headers=headers))
+            return self._send_with_retries(lambda: self._read_bounded(method, url, headers))
         except httpx.HTTPError as exc:
             host = urlsplit(url).netloc
             raise RegistryUnavailableError(f"Registry '{host}' is unreachable: {type(exc).__name__}") from None
+
+    def _read_bounded(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        """The whole response, refusing bodies past MAX_RESPONSE_BYTES (a hostile registry must not exhaust
+        memory: manifests and configs are small; layers never go through here)."""
+        response = self.http.send(self.http.build_request(method, url, headers=headers), stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_raw():  # as sent: the new Response below decodes per its headers
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    host = urlsplit(url).netloc
+                    raise RegistryError(f"Registry '{host}' sent more than {MAX_RESPONSE_BYTES} bytes for {url}")
+        finally:
+            response.close()
+        return httpx.Response(response.status_code, headers=response.headers, content=bytes(body),
+                              request=response.request)  # fmt: skip
 
     def _send_with_retries(self, send: Callable[[], httpx.Response]) -> httpx.Response:
         for attempt in range(self.retries + 1):

@@ -104,3 +104,14 @@ def test_config_blob_is_verified_against_its_digest(anonymous_image: PushedImage
 def test_unreachable_registry() -> None:
     with pytest.raises(RegistryUnavailableError, match="is unreachable: ConnectError"):
         make_client().head_manifest(parse_image(f"127.0.0.1:{free_port()}/a/b:1"))
+
+
+@pytest.mark.django_db
+def test_oversized_upstream_documents_are_refused(
+    anonymous_image: PushedImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import registry.client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 100)  # the busybox manifest is ~430 bytes
+    with pytest.raises(client_module.RegistryError, match="sent more than 100 bytes"):
+        make_client(anonymous_image).get_manifest(anonymous_image.registry.host, "library/busybox", "latest")

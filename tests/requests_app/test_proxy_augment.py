@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from django.test import Client
+from pytest_django.fixtures import Settings
 
 from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
@@ -257,3 +258,24 @@ def test_malformed_upstream_config_is_a_clear_oci_error(
         "message": "The upstream image config is malformed",
         "detail": None,
     }
+
+
+def test_pull_waits_a_bounded_time_for_downloads(
+    proxy: AsgiServer, post: Post, client: Client, anonymous_image: PushedImage, file_server: FileServer,
+    settings: Settings,
+) -> None:  # fmt: skip
+    settings.WAVE_LAYER_WAIT_SECONDS = 1
+    layer = make_layer({"slow.txt": b"slow\n"})
+    file_server.files["slow.tar.gz"] = layer.gzip_bytes
+    slow = layer.as_request(location=f"{file_server.url}/slow/slow.tar.gz")
+    created = post({"containerImage": anonymous_image.reference, "containerConfig": {"layers": [slow]}})
+    token = created.json()["containerToken"]
+    url = f"{proxy.url}/v2/wt/{token}/library/busybox/manifests/latest"
+    waiting = httpx.get(url, timeout=30)
+    assert waiting.status_code == 503
+    assert waiting.headers["Retry-After"] == "5"
+    assert waiting.json()["errors"][0]["code"] == "UNAVAILABLE"
+    assert wait_done(client, token)["succeeded"] is True
+    ready = httpx.get(url, timeout=30)
+    assert ready.status_code == 200
+    assert ready.json()["layers"][-1]["digest"] == layer.gzip_digest

@@ -106,17 +106,19 @@ def test_upstream_blob_redirects_are_passed_on(
     builder: Builder,
     busybox_image_id: str,
     tmp_path: Path,
+    settings: Settings,
 ) -> None:
-    """A registry that redirects blob GETs (as S3 or CDN-backed ones do): clients follow the redirect."""
+    """A private registry that redirects blob GETs (as S3 or CDN-backed ones do): clients follow the
+    redirect, and the registry's credentials never reach the other host."""
     import functools
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     from tests.support.network import free_port
-    from tests.support.registry import ANONYMOUS, start_registry
+    from tests.support.registry import BASIC, start_registry
 
     cdn_port = free_port()
-    registry = start_registry(ANONYMOUS, redirect_blobs_to=f"http://127.0.0.1:{cdn_port}/")
+    registry = start_registry(BASIC, redirect_blobs_to=f"http://127.0.0.1:{cdn_port}/")
     served: list[tuple[str, str | None]] = []
 
     class Cdn(SimpleHTTPRequestHandler):
@@ -127,7 +129,12 @@ def test_upstream_blob_redirects_are_passed_on(
     threading.Thread(target=cdn.serve_forever, daemon=True).start()
     try:
         reference = f"{registry.host}/library/busybox:cdn"
-        builder.push(busybox_image_id, reference)
+        builder.push(busybox_image_id, reference, creds=registry.creds)
+        credentials = tmp_path / "credentials.json"
+        credentials.write_text(
+            json.dumps({registry.host: {"username": registry.username, "password": registry.password}})
+        )
+        settings.WAVE_REGISTRY_CREDENTIALS = str(credentials)
         created = post({"containerImage": reference, "containerConfig": {"env": ["VIA=cdn"]}}).json()
         token = created["containerToken"]
         manifest = httpx.get(f"{proxy.url}/v2/wt/{token}/library/busybox/manifests/cdn").json()

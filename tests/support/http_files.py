@@ -1,8 +1,10 @@
-"""A plain HTTP file server for layer downloads: serves files by name, redirects `/redirect?to=<url>`."""
+"""A plain HTTP file server for layer downloads: serves files by name, redirects `/redirect?to=<url>`,
+and serves `/slow/<name>` after a pause of `slow_seconds`."""
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -12,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 class FileServer:
     files: dict[str, bytes] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
+    slow_seconds: float = 3.0
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -34,7 +37,11 @@ class FileServer:
                     self.send_header("Location", parse_qs(url.query)["to"][0])
                     self.end_headers()
                     return
-                body = server.files.get(url.path.lstrip("/"))
+                name = url.path.lstrip("/")
+                if name.startswith("slow/"):
+                    time.sleep(server.slow_seconds)
+                    name = name.removeprefix("slow/")
+                body = server.files.get(name)
                 if body is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
