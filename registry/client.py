@@ -212,8 +212,8 @@ class RegistryClient:
         self.check_destination(registry)
         url = registry_base_url(registry, self.insecure) + path
         credentials = self.credentials(registry)
-        for auth_attempt in range(3):
-            authorization = self._authorization(registry, repository, credentials, fresh=auth_attempt > 0)
+        for _attempt in range(3):
+            authorization = self._authorization(registry, repository, credentials, fresh=False)
             request_headers = dict(headers or {})
             if authorization:
                 request_headers["Authorization"] = authorization
@@ -221,8 +221,12 @@ class RegistryClient:
             if response.status_code != 401:
                 return response
             self._forget(registry, repository, credentials)
-            if authorization is None and auth_attempt > 0:
-                break  # no credentials to offer: asking again cannot help
+            challenge = parse_challenge(response.headers.get("WWW-Authenticate"))
+            if challenge.scheme != "anonymous":
+                # The resource's own challenge wins over the /v2/ probe's (a registry may leave /v2/ open).
+                self.cache.set(f"wave:registry:challenge:{registry}", challenge.__dict__, CHALLENGE_TTL)
+            if authorization is None and challenge.scheme == "anonymous":
+                break  # nothing to authenticate with: asking again cannot help
         return response
 
     # --- auth ---------------------------------------------------------------------------------

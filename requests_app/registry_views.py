@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import httpx
 from asgiref.sync import sync_to_async
@@ -132,7 +132,9 @@ def tags_list(request: HttpRequest, token: str, name: str) -> HttpResponse:
     try:
         target = resolve_token(token, name)
         client = registry_client()
-        upstream = client.request("GET", target.registry, target.repository, f"/v2/{target.repository}/tags/list")
+        query = urlencode({k: v for k, v in request.GET.items() if k in {"n", "last"}})
+        path = f"/v2/{target.repository}/tags/list" + (f"?{query}" if query else "")
+        upstream = client.request("GET", target.registry, target.repository, path)
     except ProxyError as exc:
         return _as_oci(exc)
     except DestinationRefusedError as exc:
@@ -152,6 +154,9 @@ def tags_list(request: HttpRequest, token: str, name: str) -> HttpResponse:
     body = json.dumps({"name": name, "tags": tags})
     response = HttpResponse(body, content_type="application/json")
     response["Docker-Distribution-API-Version"] = "registry/2.0"
+    link = upstream.headers.get("Link")
+    if link:  # pagination: the next page, through this proxy
+        response["Link"] = link.replace(f"/v2/{target.repository}/tags/list", f"/v2/wt/{token}/{name}/tags/list", 1)
     return response
 
 
@@ -230,33 +235,43 @@ def stream_client() -> httpx.AsyncClient:
     return _stream_client
 
 
-async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str) -> HttpResponseBase:
+async def _open_upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str) -> httpx.Response:
+    """The upstream blob response (streaming); on a 401 the cached token is dropped and fetched once more."""
     client = registry_client()
-    try:
+    url = f"{client.base_url(target.registry)}/v2/{target.repository}/blobs/{digest}"
+    http = stream_client()
+    for attempt in range(2):
         authorization = await sync_to_async(client.authorization, thread_sensitive=False)(
             target.registry, target.repository
         )
+        # identity: the bytes must reach the client exactly as the registry stores them (digest-checked).
+        headers = {"Accept-Encoding": "identity"}
+        if authorization:
+            headers["Authorization"] = authorization
+        if request.headers.get("Range"):
+            headers["Range"] = request.headers["Range"]
+        method = "HEAD" if request.method == "HEAD" else "GET"
+        upstream = await http.send(http.build_request(method, url, headers=headers), stream=True)
+        if upstream.status_code != 401 or attempt == 1:
+            return upstream
+        await upstream.aclose()
+        await sync_to_async(client._forget, thread_sensitive=False)(
+            target.registry, target.repository, client.credentials(target.registry)
+        )
+    raise AssertionError("unreachable")
+
+
+async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str) -> HttpResponseBase:
+    try:
+        upstream = await _open_upstream_blob(request, target, digest)
     except DestinationRefusedError as exc:
         return oci_error(400, "DENIED", exc.message)
     except RegistryError as exc:
         return oci_error(503, "UNAVAILABLE", exc.message)
-    url = f"{client.base_url(target.registry)}/v2/{target.repository}/blobs/{digest}"
-    # identity: the bytes must reach the client exactly as the registry stores them (digest-checked).
-    headers = (
-        {"Authorization": authorization, "Accept-Encoding": "identity"}
-        if authorization
-        else {"Accept-Encoding": "identity"}
-    )
-    if request.headers.get("Range"):
-        headers["Range"] = request.headers["Range"]
-    method = "HEAD" if request.method == "HEAD" else "GET"
-    http = stream_client()
-    try:
-        upstream = await http.send(http.build_request(method, url, headers=headers), stream=True)
-    except DestinationRefusedError as exc:
-        return oci_error(400, "DENIED", exc.message)
     except httpx.HTTPError as exc:
         return oci_error(503, "UNAVAILABLE", f"Registry '{target.registry}' is unreachable: {type(exc).__name__}")
+    url = str(upstream.request.url)
+    method = upstream.request.method
     if upstream.is_redirect:
         await upstream.aclose()
         # The client follows the redirect itself, without our credentials (another host, e.g. a CDN).
@@ -266,15 +281,12 @@ async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str)
         return response
     if upstream.status_code >= 400:
         await upstream.aclose()
-        if upstream.status_code == 401:
-            await sync_to_async(client._forget, thread_sensitive=False)(
-                target.registry, target.repository, client.credentials(target.registry)
-            )
         code = {401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN", 416: "RANGE_INVALID"}.get(
             upstream.status_code, "UNAVAILABLE"
         )
         status = upstream.status_code if upstream.status_code < 500 else 503
-        return oci_error(status, code, f"Upstream registry answered {upstream.status_code} for blob {digest}")
+        extra = {"WWW-Authenticate": 'Basic realm="wave"'} if status == 401 else None
+        return oci_error(status, code, f"Upstream registry answered {upstream.status_code} for blob {digest}", extra)
 
     async def body() -> AsyncIterator[bytes]:
         try:
