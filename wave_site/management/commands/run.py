@@ -107,7 +107,7 @@ class Command(BaseCommand):
                 raise CommandError(f"WAVE_REGISTRY_PORT {port} is already in use")
             env["WAVE_REGISTRY_PORT"] = str(port)
             config = write_registry_config(data_dir, port)
-            manager.add_process("registry", shlex.join([binary, "serve", str(config)]), env=env)
+            manager.add_process("registry", "exec " + shlex.join([binary, "serve", str(config)]), env=env)
 
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=1)
@@ -136,7 +136,8 @@ class Command(BaseCommand):
             "--loglevel", settings.WAVE_LOG_LEVEL,
         ]  # fmt: skip
         for name, command in (("web", web), ("worker", worker), ("beat", beat)):
-            manager.add_process(name, shlex.join(command), env=env, cwd=str(settings.BASE_DIR))
+            # `exec`: honcho starts each command through a shell; the process itself must be the one signalled.
+            manager.add_process(name, "exec " + shlex.join(command), env=env, cwd=str(settings.BASE_DIR))
 
         self.stdout.write(f"Wave {settings.WAVE_VERSION} on {settings.WAVE_SERVER_URL} (data in {data_dir})")
         manager.loop()
