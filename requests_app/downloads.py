@@ -23,6 +23,7 @@ from credentials.services import connect_check, url_destination_check
 from registry.ssrf import DestinationRefusedError, guarded_transport
 from requests_app.layers import CHUNK, TarDigest, blob_key
 from requests_app.models import InjectedLayer
+from requests_app.selectors import injected_layer_verified_before, injected_layers_like
 from wave_site.cache import shared_cache
 
 logger = logging.getLogger(__name__)
@@ -43,13 +44,9 @@ def _mark(layer: InjectedLayer, *, state: str, reason: str = "") -> int:
     A row with another URL downloads (and so proves access to) the content itself; a row with other
     digests or size is a different claim, checked on its own.
     """
-    rows = InjectedLayer.objects.filter(
-        state=InjectedLayer.State.PENDING,
-        url=layer.url,
-        gzip_digest=layer.gzip_digest,
-        gzip_size=layer.gzip_size,
-        tar_digest=layer.tar_digest,
-    )
+    rows = injected_layers_like(
+        url=layer.url, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
+    ).filter(state=InjectedLayer.State.PENDING)
     fields = {"state": state, "failure_reason": reason}
     if state == InjectedLayer.State.READY:
         fields["blob_key"] = blob_key(layer.gzip_digest)
@@ -126,15 +123,9 @@ def download_verified(url: str, *, gzip_size: int, gzip_digest: str, tar_digest:
 
 
 def _already_downloaded(layer: InjectedLayer) -> bool:
-    """The same layer (URL, digests, size) was downloaded and verified before, and its blob is stored."""
-    verified = InjectedLayer.objects.filter(
-        state=InjectedLayer.State.READY,
-        url=layer.url,
-        gzip_digest=layer.gzip_digest,
-        gzip_size=layer.gzip_size,
-        tar_digest=layer.tar_digest,
-    ).exists()
-    return verified and default_storage.exists(blob_key(layer.gzip_digest))
+    return injected_layer_verified_before(
+        url=layer.url, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
+    )
 
 
 def injected_layer_download(*, layer_pk: int) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -30,6 +29,7 @@ from requests_app.layers import LayerSpec, blob_key, blob_store_put, decode_data
 from requests_app.models import ContainerRequest, InjectedLayer
 from requests_app.proxy import forget_served
 from requests_app.ratelimit import rate_limit_acquire
+from requests_app.selectors import injected_layer_verified_before
 from requests_app.validation import check_request, is_build_request
 from wave_site.cache import shared_cache
 from wave_site.errors import BadRequest, NotFound, ServiceUnavailable, WaveError
@@ -195,15 +195,9 @@ def container_request_create(*, data: dict[str, Any], api_version: str, caller: 
 
 
 def _verified_before(layer: LayerSpec) -> bool:
-    """This exact layer (URL, digests, size) was downloaded and verified for an earlier request."""
-    verified = InjectedLayer.objects.filter(
-        state=InjectedLayer.State.READY,
-        url=layer.url,
-        gzip_digest=layer.gzip_digest,
-        gzip_size=layer.gzip_size,
-        tar_digest=layer.tar_digest,
-    ).exists()
-    return verified and default_storage.exists(blob_key(layer.gzip_digest))
+    return injected_layer_verified_before(
+        url=layer.url, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
+    )
 
 
 def _enqueue_download(layer_pk: int) -> None:
