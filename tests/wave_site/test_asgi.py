@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.asgi import get_asgi_application
+
+from tests.wave_site import urls_threads
+from wave_site.asgi import ReusedRequestThreads
+
+pytestmark = pytest.mark.urls("tests.wave_site.urls_threads")
+
+
+async def get(app: Any, path: str) -> tuple[int, dict[str, Any]]:
+    """One GET straight through the ASGI interface, as uvicorn would make it."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
+        "server": ("testserver", 80), "client": ("127.0.0.1", 40000),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    body_sent = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not body_sent.is_set():
+            body_sent.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(body)
+
+
+def request_threads() -> set[int]:
+    return {t.ident for t in threading.enumerate() if t.name.startswith("wave-request") and t.ident is not None}
+
+
+@pytest.fixture
+def barrier() -> Iterator[None]:
+    yield
+    urls_threads.BARRIER.pop("current", None)
+
+
+def test_sequential_requests_reuse_one_thread() -> None:
+    app = ReusedRequestThreads(get_asgi_application(), keep_idle=4)
+
+    async def three() -> list[int]:
+        return [(await get(app, "/thread"))[1]["thread"] for _ in range(3)]
+
+    threads = asyncio.run(three())
+    assert len(set(threads)) == 1
+    assert len(app.idle) == 1
+    assert threads[0] in request_threads()
+    assert threads[0] != threading.get_ident()
+
+
+def test_concurrent_requests_each_get_their_own_thread(barrier: None) -> None:
+    app = ReusedRequestThreads(get_asgi_application(), keep_idle=8)
+    urls_threads.BARRIER["current"] = threading.Barrier(3)
+
+    async def together() -> list[tuple[int, dict[str, Any]]]:
+        return await asyncio.gather(*(get(app, "/thread") for _ in range(3)))
+
+    responses = asyncio.run(together())
+    assert [status for status, _ in responses] == [200, 200, 200]  # all three met inside the view at once
+    assert len({body["thread"] for _, body in responses}) == 3
+    assert len(app.idle) == 3
+
+
+def test_threads_beyond_keep_idle_end_with_their_request(barrier: None) -> None:
+    app = ReusedRequestThreads(get_asgi_application(), keep_idle=1)
+    urls_threads.BARRIER["current"] = threading.Barrier(3)
+
+    async def together() -> list[tuple[int, dict[str, Any]]]:
+        return await asyncio.gather(*(get(app, "/thread") for _ in range(3)))
+
+    responses = asyncio.run(together())
+    served = {body["thread"] for _, body in responses}
+    assert len(served) == 3
+    assert len(app.idle) == 1
+    kept = app.idle[0]
+    kept_thread = asyncio.run(sync_in(kept))
+    for thread in threading.enumerate():
+        if thread.ident in served and thread.ident != kept_thread:
+            thread.join(timeout=5)
+    assert request_threads() & served == {kept_thread}
+
+
+async def sync_in(executor: Any) -> int:
+    return await asyncio.get_running_loop().run_in_executor(executor, threading.get_ident)
+
+
+def test_non_http_scopes_pass_through_without_a_thread() -> None:
+    seen: list[str] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    app = ReusedRequestThreads(inner, keep_idle=4)
+    asyncio.run(app({"type": "lifespan"}, None, None))
+    assert seen == ["lifespan"]
+    assert app.idle == []
