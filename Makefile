@@ -27,9 +27,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Migrations and OpenAPI checks need no database server: they run on a throwaway embedded data dir.
+# Types, migrations and OpenAPI checks need no database server: they run on a throwaway embedded data dir.
 check: $(STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  env -u DATABASE_URL -u REDIS_URL WAVE_DATA_DIR=$$tmp $(VENV)/bin/mypy && \
 	  env -u DATABASE_URL -u REDIS_URL WAVE_DATA_DIR=$$tmp $(PY) manage.py makemigrations --check --dry-run && \
 	  env -u DATABASE_URL -u REDIS_URL WAVE_DATA_DIR=$$tmp $(PY) manage.py spectacular --validate --fail-on-warn --file $$tmp/openapi.yaml && \
 	  echo "OpenAPI schema valid"
@@ -44,4 +45,4 @@ bench: tools services $(STAMP)
 	$(PY) -m bench $(BENCH)
 
 clean:
-	rm -rf $(VENV) .wave .pytest_cache .ruff_cache
+	rm -rf $(VENV) .wave .pytest_cache .ruff_cache .mypy_cache

@@ -82,8 +82,9 @@ def media_type_of(content: bytes, declared: str | None = None) -> str:
         document = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise AugmentError("The upstream manifest is not valid JSON") from None
-    if isinstance(document, dict) and isinstance(document.get("mediaType"), str):
-        return document["mediaType"]
+    media_type = document.get("mediaType") if isinstance(document, dict) else None
+    if isinstance(media_type, str):
+        return media_type
     if declared and declared != "application/json":
         return declared
     if isinstance(document, dict) and "manifests" in document:

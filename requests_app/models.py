@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import models
 from django.utils import timezone
 
@@ -45,7 +47,7 @@ class ContainerRequest(models.Model):
     def __str__(self) -> str:
         return f"{self.token} ({self.source_image})"
 
-    def is_active(self, now: object | None = None) -> bool:
+    def is_active(self, now: dt.datetime | None = None) -> bool:
         """Neither expired nor revoked: the token still authorises pulls."""
         return self.revoked_at is None and self.expires_at > (now or timezone.now())
 

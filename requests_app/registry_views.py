@@ -74,13 +74,15 @@ def allow_methods(*methods: str) -> Callable[[Callable[..., Any]], Callable[...,
         def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 return oci_error(405, "UNSUPPORTED", "This registry is read-only: pull only")
-            return view(request, *args, **kwargs)
+            response: HttpResponseBase = view(request, *args, **kwargs)
+            return response
 
         @wraps(view)
         async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 return oci_error(405, "UNSUPPORTED", "This registry is read-only: pull only")
-            return await view(request, *args, **kwargs)
+            response: HttpResponseBase = await view(request, *args, **kwargs)
+            return response
 
         return csrf_exempt(async_view if inspect.iscoroutinefunction(view) else sync_view)
 
@@ -160,13 +162,17 @@ def tags_list(request: HttpRequest, token: str, name: str) -> HttpResponse:
     return response
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
-    """(start, end) for `bytes=a-b`, None without a Range header, False when unsatisfiable."""
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) for `bytes=a-b`, None without a Range header; RangeNotSatisfiable otherwise."""
     if not header:
         return None
     match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
     if not match or (not match.group(1) and not match.group(2)):
-        return False
+        raise RangeNotSatisfiable
     if match.group(1):
         start = int(match.group(1))
         end = int(match.group(2)) if match.group(2) else size - 1
@@ -174,7 +180,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None
         start, end = max(size - int(match.group(2)), 0), size - 1
     end = min(end, size - 1)
     if start > end or start >= size:
-        return False
+        raise RangeNotSatisfiable
     return start, end
 
 
@@ -198,16 +204,18 @@ def _file_chunks(key: str, start: int, length: int) -> AsyncIterator[bytes]:
 
 def _serve_stored_blob(request: HttpRequest, key: str, digest: str) -> HttpResponseBase:
     size = default_storage.size(key)
-    byte_range = _parse_range(request.headers.get("Range"), size)
-    if byte_range is False:
-        response = oci_error(416, "RANGE_INVALID", "Requested range not satisfiable")
-        response["Content-Range"] = f"bytes */{size}"
-        return response
-    start, end = byte_range if byte_range else (0, size - 1)
+    try:
+        byte_range = _parse_range(request.headers.get("Range"), size)
+    except RangeNotSatisfiable:
+        refused = oci_error(416, "RANGE_INVALID", "Requested range not satisfiable")
+        refused["Content-Range"] = f"bytes */{size}"
+        return refused
+    start, end = byte_range or (0, size - 1)
     length = end - start + 1 if size else 0
     status = 206 if byte_range else 200
+    response: HttpResponseBase
     if request.method == "HEAD":
-        response: HttpResponseBase = HttpResponse(b"", status=status, content_type="application/octet-stream")
+        response = HttpResponse(b"", status=status, content_type="application/octet-stream")
     else:
         response = StreamingHttpResponse(_file_chunks(key, start, length), status=status,
                                          content_type="application/octet-stream")  # fmt: skip
@@ -275,10 +283,10 @@ async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str)
     if upstream.is_redirect:
         await upstream.aclose()
         # The client follows the redirect itself, without our credentials (another host, e.g. a CDN).
-        response = HttpResponse(status=307)
-        response["Location"] = urljoin(url, upstream.headers.get("Location", ""))
-        response["Docker-Distribution-API-Version"] = "registry/2.0"
-        return response
+        redirect = HttpResponse(status=307)
+        redirect["Location"] = urljoin(url, upstream.headers.get("Location", ""))
+        redirect["Docker-Distribution-API-Version"] = "registry/2.0"
+        return redirect
     if upstream.status_code >= 400:
         await upstream.aclose()
         code = {401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN", 416: "RANGE_INVALID"}.get(
@@ -295,9 +303,10 @@ async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str)
         finally:
             await upstream.aclose()
 
+    response: HttpResponseBase
     if method == "HEAD":
         await upstream.aclose()
-        response: HttpResponseBase = HttpResponse(b"", status=upstream.status_code)
+        response = HttpResponse(b"", status=upstream.status_code)
     else:
         response = StreamingHttpResponse(body(), status=upstream.status_code)
     for name in _UPSTREAM_HEADERS:

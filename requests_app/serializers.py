@@ -18,7 +18,7 @@ from requests_app.models import ContainerRequest, InjectedLayer
 
 
 # DRF's default choice error repeats the value sent; ours never echoes client input.
-NO_ECHO_CHOICE = {"invalid_choice": "Not a valid choice."}
+NO_ECHO_CHOICE: dict[str, Any] = {"invalid_choice": "Not a valid choice."}
 
 
 class StrictCharField(serializers.CharField):
@@ -156,7 +156,7 @@ class ContainerDescriptionSerializer(serializers.Serializer):
     token = serializers.CharField()
     expiration = serializers.DateTimeField()
     request = ContainerRequestRecordSerializer()
-    source = ImageDigestSerializer()
+    source = ImageDigestSerializer()  # type: ignore[assignment]  # a field, not Field.source: DRF's metaclass takes it
     wave = ImageDigestSerializer()
 
 

@@ -23,13 +23,16 @@ def container_request_purge_task() -> int:
 
 
 # 150 retries x 5 s outlasts the longest download another worker may hold the digest's lock for.
-@shared_task(name="requests_app.layer_download", bind=True, ignore_result=True, max_retries=150)
+LAYER_DOWNLOAD_MAX_RETRIES = 150
+
+
+@shared_task(name="requests_app.layer_download", bind=True, ignore_result=True, max_retries=LAYER_DOWNLOAD_MAX_RETRIES)
 def layer_download_task(self: Task, layer_pk: int) -> str:
     """Download a layer; when another worker holds the same digest, look again shortly."""
     try:
         return injected_layer_download(layer_pk=layer_pk)
     except LayerDownloadBusy as exc:
-        if self.request.retries >= self.max_retries:
+        if self.request.retries >= LAYER_DOWNLOAD_MAX_RETRIES:
             InjectedLayer.objects.filter(pk=layer_pk, state=InjectedLayer.State.PENDING).update(
                 state=InjectedLayer.State.FAILED,
                 failure_reason="Layer download did not start: another download held it",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import overload
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -20,6 +21,10 @@ def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
     return value.strip()
 
 
+@overload
+def env_str(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str: ...
+@overload
+def env_str(name: str, default: None = None, *, environ: Mapping[str, str] | None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:
     value = _raw(name, environ)
     return default if value is None else value
@@ -66,6 +71,12 @@ def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+@overload
+def env_url(name: str, default: str, *, schemes: frozenset[str], environ: Mapping[str, str] | None = None) -> str: ...
+@overload
+def env_url(
+    name: str, default: None, *, schemes: frozenset[str], environ: Mapping[str, str] | None = None
+) -> str | None: ...
 def env_url(
     name: str,
     default: str | None,

@@ -110,8 +110,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         headers = {"WWW-Authenticate": 'Basic realm="wave"'}
     elif isinstance(exc, drf_exceptions.Throttled):
         status, message = 429, str(exc.detail)
-        if exc.wait is not None:
-            headers = {"Retry-After": str(int(exc.wait))}
+        wait = getattr(exc, "wait", None)  # set by Throttled.__init__; missing from the type stubs
+        if wait is not None:
+            headers = {"Retry-After": str(int(wait))}
     elif isinstance(exc, drf_exceptions.APIException):
         status, message = exc.status_code, str(exc.detail)
     elif isinstance(exc, Http404):

@@ -36,7 +36,8 @@ def check_cache() -> str:
     cache.set(key, "ok", timeout=30)
     if cache.get(key) != "ok":
         raise RuntimeError("value written was not read back")
-    return settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    backend = str(settings.CACHES["default"]["BACKEND"])
+    return backend.rsplit(".", 1)[-1]
 
 
 def check_broker() -> str:
@@ -48,7 +49,7 @@ def check_broker() -> str:
         finally:
             client.close()
         return "redis"
-    folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]
+    folder = str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
     if not os.access(folder, os.W_OK):
         raise RuntimeError(f"queue folder {folder} is not writable")
     return "filesystem"

@@ -26,7 +26,7 @@ class InlineSecurityMiddleware(SecurityMiddleware):
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         response = self.process_request(request)
         if response is None:
-            response = await self.get_response(request)
+            response = await self.get_response(request)  # type: ignore[misc]  # async in an async chain
         return self.process_response(request, response)
 
 

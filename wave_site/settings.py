@@ -135,7 +135,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "wave.sqlite3",
+            "NAME": str(DATA_DIR / "wave.sqlite3"),
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
                 "transaction_mode": "IMMEDIATE",
