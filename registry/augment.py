@@ -80,7 +80,7 @@ def media_type_of(content: bytes, declared: str | None = None) -> str:
     """The manifest's own `mediaType`, else the one the registry declared, else guessed from its shape."""
     try:
         document = json.loads(content)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise AugmentError("The upstream manifest is not valid JSON") from None
     media_type = document.get("mediaType") if isinstance(document, dict) else None
     if isinstance(media_type, str):
@@ -155,7 +155,7 @@ def augment_image_manifest(
     try:
         manifest = json.loads(manifest_bytes)
         config_digest = manifest.get("config", {}).get("digest")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         raise _malformed("manifest") from None
     if not config_digest:
         raise AugmentError("The upstream manifest has no config")
@@ -164,11 +164,11 @@ def augment_image_manifest(
     )
     try:
         new_config = Document(augment_config(fetch_blob(config_digest), config), config_media_type)
-    except (ValueError, AttributeError, TypeError, KeyError):
+    except (ValueError, AttributeError, TypeError, KeyError, RecursionError):
         raise _malformed("image config") from None
     try:
         new_manifest = Document(augment_manifest(manifest_bytes, media_type, new_config, config), media_type)
-    except (ValueError, AttributeError, TypeError, KeyError):
+    except (ValueError, AttributeError, TypeError, KeyError, RecursionError):
         raise _malformed("manifest") from None
     return Augmented(served=new_manifest, generated=[new_config, new_manifest])
 
@@ -185,7 +185,7 @@ def augment_index(
     try:
         index = json.loads(index_bytes)
         index_entries = list(index.get("manifests") or [])
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         raise _malformed("image index") from None
     generated: list[Document] = []
     entries = []

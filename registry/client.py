@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -298,7 +297,7 @@ class RegistryClient:
             raise RegistryUnavailableError(f"Token service of registry '{registry}' answered {response.status_code}")
         try:
             body = response.json()
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise RegistryUnavailableError(f"Token service of registry '{registry}' sent no JSON") from None
         token = body.get("token") or body.get("access_token")
         if not token:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_OS = "linux"
+# The architectures the service serves and builds (amd64 and arm64, plus 32-bit arm), by every name
+# clients and index entries use for them; any other architecture is unsupported.
 ARCH_ALIASES = {
     "x86_64": "amd64",
     "x86-64": "amd64",
@@ -13,12 +15,6 @@ ARCH_ALIASES = {
     "aarch64": "arm64",
     "arm64": "arm64",
     "arm": "arm",
-    "armhf": "arm",
-    "386": "386",
-    "i386": "386",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
 }
 SUPPORTED_OS = frozenset({"linux"})
 ARM_VARIANTS = frozenset({"v5", "v6", "v7"})

@@ -18,6 +18,7 @@ from urllib.parse import urljoin
 import httpx
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.utils import timezone
 
 from credentials.services import connect_check, url_destination_check
 from registry.ssrf import DestinationRefusedError, guarded_transport
@@ -38,6 +39,13 @@ class LayerDownloadBusy(Exception):
     """Another worker is downloading the same digest right now."""
 
 
+def injected_layer_fail(*, layer_pk: int, reason: str) -> None:
+    """Settle one pending layer as failed, with the reason its status and pulls will show."""
+    InjectedLayer.objects.filter(pk=layer_pk, state=InjectedLayer.State.PENDING).update(
+        state=InjectedLayer.State.FAILED, failure_reason=reason, finished_at=timezone.now()
+    )
+
+
 def _mark(layer: InjectedLayer, *, state: str, reason: str = "") -> int:
     """Settle every pending row that names exactly this layer: same URL, digests and size.
 
@@ -47,7 +55,7 @@ def _mark(layer: InjectedLayer, *, state: str, reason: str = "") -> int:
     rows = injected_layers_like(
         url=layer.url, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
     ).filter(state=InjectedLayer.State.PENDING)
-    fields = {"state": state, "failure_reason": reason}
+    fields = {"state": state, "failure_reason": reason, "finished_at": timezone.now()}
     if state == InjectedLayer.State.READY:
         fields["blob_key"] = blob_key(layer.gzip_digest)
     return rows.update(**fields)

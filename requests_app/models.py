@@ -74,6 +74,7 @@ class InjectedLayer(models.Model):
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING, db_index=True)
     failure_reason = models.TextField(blank=True)
     blob_key = models.CharField(max_length=200, blank=True, help_text="Path in the blob store once ready.")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When the layer became ready or failed.")
 
     class Meta:
         ordering = ["request", "position"]

@@ -151,7 +151,7 @@ def tags_list(request: HttpRequest, token: str, name: str) -> HttpResponse:
         return oci_error(status, code, f"Upstream registry answered {upstream.status_code} to tags/list")
     try:
         tags = upstream.json().get("tags") or []
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return oci_error(503, "UNAVAILABLE", "Upstream registry sent an unreadable tags list")
     body = json.dumps({"name": name, "tags": tags})
     response = HttpResponse(body, content_type="application/json")

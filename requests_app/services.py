@@ -220,6 +220,7 @@ def _layer_rows(request: ContainerRequest, layers: list[LayerSpec]) -> list[Inje
             tar_digest=layer.tar_digest,
             state=InjectedLayer.State.READY if ready else InjectedLayer.State.PENDING,
             blob_key=blob_key(layer.gzip_digest) if ready else "",
+            finished_at=request.created_at if ready else None,
         )
         for layer in layers
         for ready in [layer.is_inline or layer.gzip_digest in stored]

@@ -6,7 +6,7 @@ import logging
 
 from celery import Task, shared_task
 
-from requests_app.downloads import LayerDownloadBusy, injected_layer_download
+from requests_app.downloads import LayerDownloadBusy, injected_layer_download, injected_layer_fail
 from requests_app.models import InjectedLayer
 from requests_app.services import container_request_purge
 from wave_site.errors import unexpected_error_message
@@ -33,16 +33,11 @@ def layer_download_task(self: Task, layer_pk: int) -> str:
         return injected_layer_download(layer_pk=layer_pk)
     except LayerDownloadBusy as exc:
         if self.request.retries >= LAYER_DOWNLOAD_MAX_RETRIES:
-            InjectedLayer.objects.filter(pk=layer_pk, state=InjectedLayer.State.PENDING).update(
-                state=InjectedLayer.State.FAILED,
-                failure_reason="Layer download did not start: another download held it",
-            )
+            injected_layer_fail(layer_pk=layer_pk, reason="Layer download did not start: another download held it")
             return InjectedLayer.State.FAILED
         raise self.retry(countdown=5) from exc
     except Exception as exc:  # noqa: BLE001 - any failure must settle the layer
         # Never leave a layer pending forever: the pull must fail with a reason, the traceback goes to the log.
         message = unexpected_error_message(exc)
-        InjectedLayer.objects.filter(pk=layer_pk, state=InjectedLayer.State.PENDING).update(
-            state=InjectedLayer.State.FAILED, failure_reason=f"Layer download failed: {message}"
-        )
+        injected_layer_fail(layer_pk=layer_pk, reason=f"Layer download failed: {message}")
         return InjectedLayer.State.FAILED

@@ -24,11 +24,18 @@ FORBIDDEN_CONTAINER_FILE_PATHS = ("/.docker/config.json", "/kaniko")
 
 
 def decode_base64(value: str, attribute: str) -> bytes:
-    """Strict base64 (no stray characters, correct padding)."""
+    """Strict base64: no stray characters, correct padding, and the canonical encoding of its bytes.
+
+    `QR==` decodes, but its unused bits are not zero: no encoder writes it.
+    """
+    invalid = BadRequest(f"Invalid '{attribute}' attribute - make sure it encoded as a base64 string")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest(f"Invalid '{attribute}' attribute - make sure it encoded as a base64 string") from None
+        raise invalid from None
+    if base64.b64encode(decoded).decode() != value:
+        raise invalid
+    return decoded
 
 
 def is_build_request(data: Mapping[str, Any]) -> bool:

@@ -6,13 +6,24 @@ import re
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.authentication import BaseAuthentication, BasicAuthentication, SessionAuthentication
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from requests_app.api_examples import (
+    DESCRIPTION_EXAMPLE,
+    ERROR_EXAMPLES,
+    NOT_FOUND_EXAMPLE,
+    RECORD_V2_EXAMPLE,
+    REQUEST_EXAMPLE,
+    STATUS_EXAMPLES,
+    V1_RESPONSE_EXAMPLE,
+    V2_RESPONSE_EXAMPLES,
+    error_example,
+)
 from requests_app.models import ContainerRequest
 from requests_app.selectors import container_request_get_active
 from requests_app.serializers import (
@@ -41,39 +52,6 @@ ERRORS = {
     503: OpenApiResponse(ErrorMessageSerializer, description="The source registry is unavailable."),
 }
 NOT_FOUND = {404: OpenApiResponse(ErrorMessageSerializer, description="Unknown, expired or revoked token.")}
-REQUEST_EXAMPLE = OpenApiExample(
-    "augment an image",
-    request_only=True,
-    value={
-        "containerImage": "ubuntu:22.04",
-        "containerPlatform": "linux/amd64",
-        "containerConfig": {
-            "env": ["FOO=one"],
-            "cmd": ["echo", "hello"],
-            "workingDir": "/work",
-            "layers": [
-                {
-                    "location": "https://example.org/layer.tar.gz",
-                    "gzipDigest": "sha256:" + "1" * 64,
-                    "gzipSize": 1024,
-                    "tarDigest": "sha256:" + "2" * 64,
-                }
-            ],
-        },
-        "fingerprint": "c3b6f2",
-        "timestamp": "2026-11-27T10:00:00Z",
-    },
-)
-V1_RESPONSE_EXAMPLE = OpenApiExample(
-    "token",
-    response_only=True,
-    value={
-        "containerToken": "0c1f7a9b3e2d",
-        "targetImage": "wave.example.org/wt/0c1f7a9b3e2d/library/ubuntu:22.04",
-        "expiration": "2026-11-28T22:00:00.000Z",
-        "containerImage": "docker.io/library/ubuntu:22.04",
-    },
-)
 
 
 class RequestTooLarge(WaveError):
@@ -111,7 +89,7 @@ class ContainerTokenV1View(ContainerRequestView):
         summary="Request a container (v1)",
         request=ContainerRequestV1InputSerializer,
         responses={200: ContainerTokenV1ResponseSerializer, **ERRORS},
-        examples=[REQUEST_EXAMPLE, V1_RESPONSE_EXAMPLE],
+        examples=[REQUEST_EXAMPLE, V1_RESPONSE_EXAMPLE, *ERROR_EXAMPLES],
         tags=["containers"],
     )
     def post(self, request: Request) -> Response:
@@ -127,7 +105,7 @@ class ContainerTokenV2View(ContainerRequestView):
         summary="Request a container (v2)",
         request=ContainerRequestV2InputSerializer,
         responses={200: ContainerTokenV2ResponseSerializer, **ERRORS},
-        examples=[REQUEST_EXAMPLE],
+        examples=[REQUEST_EXAMPLE, *V2_RESPONSE_EXAMPLES, *ERROR_EXAMPLES],
         tags=["containers"],
     )
     def post(self, request: Request) -> Response:
@@ -157,6 +135,7 @@ class ContainerTokenDetailView(APIView):
         operation_id="container_token_describe",
         summary="Describe a container request",
         responses={200: ContainerDescriptionSerializer, **NOT_FOUND},
+        examples=[DESCRIPTION_EXAMPLE, NOT_FOUND_EXAMPLE],
         tags=["containers"],
     )
     def get(self, request: Request, token: str) -> Response:
@@ -171,6 +150,11 @@ class ContainerTokenDetailView(APIView):
             403: OpenApiResponse(ErrorMessageSerializer, description="Not an operator."),
             **NOT_FOUND,
         },
+        examples=[
+            error_example("no credentials", 401, "Authentication credentials were not provided."),
+            error_example("not an operator", 403, "You do not have permission to perform this action."),
+            NOT_FOUND_EXAMPLE,
+        ],
         tags=["containers"],
     )
     def delete(self, request: Request, token: str) -> Response:
@@ -187,6 +171,7 @@ class ContainerRecordV2View(APIView):
         operation_id="container_describe_v2",
         summary="The stored container request",
         responses={200: ContainerRecordV2Serializer, **NOT_FOUND},
+        examples=[RECORD_V2_EXAMPLE, NOT_FOUND_EXAMPLE],
         tags=["containers"],
     )
     def get(self, request: Request, token: str) -> Response:
@@ -200,6 +185,7 @@ class ContainerStatusV2View(APIView):
         operation_id="container_status_v2",
         summary="Whether the container is ready to pull",
         responses={200: ContainerStatusSerializer, **NOT_FOUND},
+        examples=[*STATUS_EXAMPLES, NOT_FOUND_EXAMPLE],
         tags=["containers"],
     )
     def get(self, request: Request, token: str) -> Response:

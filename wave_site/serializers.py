@@ -9,19 +9,19 @@ class ServiceInfoDetailSerializer(serializers.Serializer):
 
 
 class ServiceInfoSerializer(serializers.Serializer):
-    serviceInfo = ServiceInfoDetailSerializer()
+    serviceInfo = ServiceInfoDetailSerializer(help_text="What is running.")
 
 
 class HealthCheckSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["UP", "DOWN"])
+    status = serializers.ChoiceField(choices=["UP", "DOWN"], help_text="State of this part.")
     detail = serializers.CharField(help_text="What was checked, or why it failed.")
 
 
 class HealthSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["UP", "DOWN"])
+    status = serializers.ChoiceField(choices=["UP", "DOWN"], help_text="UP when every part is up.")
     message = serializers.CharField(required=False, help_text="Present when DOWN: the failing parts.")
     checks = serializers.DictField(child=HealthCheckSerializer(), help_text="database, cache, broker, registry")
 
 
 class ErrorMessageSerializer(serializers.Serializer):
-    message = serializers.CharField()
+    message = serializers.CharField(help_text="What went wrong, in words a person can act on.")

@@ -129,3 +129,20 @@ def test_document_digest_is_of_the_exact_bytes() -> None:
     document = Document(b'{"a":1}', OCI_MANIFEST)
     assert document.digest == sha256_digest(b'{"a":1}')
     assert document.size == 7
+
+
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_documents_nested_too_deeply_are_malformed_not_crashes() -> None:
+    config = ContainerConfig(layers=(LAYER,))
+    with pytest.raises(AugmentError, match="not valid JSON"):
+        media_type_of(NESTED)
+    with pytest.raises(AugmentError, match="The upstream manifest is malformed"):
+        augment_image_manifest(NESTED, OCI_MANIFEST, config, fetch_blob=lambda digest: b"{}")
+    manifest = json.dumps({"config": {"digest": "sha256:" + "3" * 64}, "layers": []}).encode()
+    with pytest.raises(AugmentError, match="The upstream image config is malformed"):
+        augment_image_manifest(manifest, OCI_MANIFEST, config, fetch_blob=lambda digest: NESTED)
+    with pytest.raises(AugmentError, match="The upstream image index is malformed"):
+        augment_index(NESTED, "application/vnd.oci.image.index.v1+json", parse_platform("linux/amd64"), config,
+                      fetch_manifest=lambda digest: (b"", ""), fetch_blob=lambda digest: b"{}")  # fmt: skip

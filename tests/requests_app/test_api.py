@@ -62,8 +62,9 @@ def test_v2_response_adds_freeze_and_omits_nulls(post: Post, anonymous_image: Pu
     response = post({"containerImage": anonymous_image.reference}, v2=True)
     assert response.status_code == 200, response.content
     body = response.json()
-    assert set(body) == {"containerToken", "targetImage", "expiration", "containerImage", "freeze"}
+    assert set(body) == {"containerToken", "targetImage", "expiration", "containerImage", "freeze", "succeeded"}
     assert body["freeze"] is False
+    assert body["succeeded"] is True
     assert ContainerRequest.objects.get(token=body["containerToken"]).api_version == "v2"
 
 
@@ -250,7 +251,13 @@ def test_v2_record_and_status(client: Client, post: Post, anonymous_image: Pushe
     assert record["freeze"] is False
     assert record["sourceDigest"] == anonymous_image.digest
     status = client.get(f"/v1alpha2/container/{token}/status").json()
-    assert status == {"id": token, "status": "DONE", "succeeded": True, "creationTime": record["creationTime"]}
+    assert status == {
+        "id": token,
+        "status": "DONE",
+        "succeeded": True,
+        "creationTime": record["creationTime"],
+        "duration": "0.000000000",  # nothing to wait for: done when created
+    }
 
 
 def test_status_is_pending_while_a_layer_downloads_and_names_a_failure(
@@ -260,12 +267,20 @@ def test_status_is_pending_while_a_layer_downloads_and_names_a_failure(
     token = post({"containerImage": anonymous_image.reference, "containerConfig": {"layers": [layer]}}).json()[
         "containerToken"
     ]
-    assert client.get(f"/v1alpha2/container/{token}/status").json()["status"] == "PENDING"
-    InjectedLayer.objects.filter(request__token=token).update(state="failed", failure_reason="HTTP 404")
+    request = ContainerRequest.objects.get(token=token)
+    pending = client.get(f"/v1alpha2/container/{token}/status").json()
+    assert pending["status"] == "PENDING"
+    assert "succeeded" not in pending
+    assert float(pending["duration"]) >= 0  # elapsed so far
+    assert re.fullmatch(r"\d+\.\d{9}", pending["duration"])
+    InjectedLayer.objects.filter(request__token=token).update(
+        state="failed", failure_reason="HTTP 404", finished_at=request.created_at + dt.timedelta(seconds=2.5)
+    )
     status = client.get(f"/v1alpha2/container/{token}/status").json()
     assert status["status"] == "DONE"
     assert status["succeeded"] is False
     assert status["reason"] == f"Layer 0 ({layer['gzipDigest']}) failed: HTTP 404"
+    assert status["duration"] == "2.500000000"
 
 
 @pytest.mark.parametrize("path", ["/container-token/{t}", "/v1alpha2/container/{t}", "/v1alpha2/container/{t}/status"])

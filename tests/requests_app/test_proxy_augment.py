@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from pytest_django.fixtures import Settings
 
+from requests_app.models import InjectedLayer
 from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
 from tests.support.asgi_server import AsgiServer
@@ -104,9 +105,15 @@ def test_the_same_layer_downloads_once(
     body = {"containerImage": anonymous_image.reference,
             "containerConfig": {"layers": [layer.as_request(location=f"{file_server.url}/once.tar.gz")]}}  # fmt: skip
     first = post(body).json()["containerToken"]
-    wait_done(client, first)
+    downloaded = InjectedLayer.objects.get(request__token=first)
+    assert float(wait_done(client, first)["duration"]) > 0
+    downloaded.refresh_from_db()
+    assert downloaded.finished_at is not None
+    assert downloaded.finished_at > downloaded.request.created_at
     second = post(body).json()["containerToken"]
-    assert wait_done(client, second)["succeeded"] is True
+    done = wait_done(client, second)
+    assert done["succeeded"] is True
+    assert done["duration"] == "0.000000000"  # verified before: ready when the request was made
     assert file_server.hits.count("/once.tar.gz") == 1
 
 
@@ -174,6 +181,8 @@ def test_bad_layer_fails_the_pull_with_a_clear_error(
     status = wait_done(client, token)
     assert status["succeeded"] is False
     assert status["reason"] == f"Layer 0 ({request['gzipDigest']}) failed: {expected}"
+    assert InjectedLayer.objects.get(request__token=token).finished_at is not None
+    assert float(status["duration"]) > 0
     response = httpx.get(f"{proxy.url}/v2/wt/{token}/library/busybox/manifests/latest")
     assert response.status_code == 400
     assert response.json()["errors"][0]["message"] == f"Container layer 0 ({request['gzipDigest']}) failed: {expected}"

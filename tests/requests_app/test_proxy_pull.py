@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -152,3 +153,48 @@ def test_upstream_blob_redirects_are_passed_on(
         cdn.shutdown()
         cdn.server_close()
         registry.stop()
+
+
+def test_expired_token_stops_pulls(
+    proxy: AsgiServer, post: Post, anonymous_image: PushedImage, settings: Settings
+) -> None:
+    settings.WAVE_TOKEN_TTL = 2
+    target = post({"containerImage": anonymous_image.reference}).json()
+    assert skopeo_inspect(target["targetImage"])["Digest"] == anonymous_image.digest  # token now cached
+    time.sleep(2.5)
+    response = httpx.get(f"{proxy.url}/v2/wt/{target['containerToken']}/library/busybox/manifests/latest")
+    assert response.status_code == 404
+    assert response.json()["errors"][0] == {
+        "code": "NAME_UNKNOWN",
+        "message": f"Unknown Wave container for token '{target['containerToken']}'",
+        "detail": None,
+    }
+
+
+def test_manifest_pulls_over_the_limit_get_toomanyrequests(
+    proxy: AsgiServer, post: Post, anonymous_image: PushedImage, settings: Settings
+) -> None:
+    settings.WAVE_RATE_LIMIT_PULLS_PER_MINUTE = 2
+    if time.time() % 60 > 50:  # the budget is per clock minute: do not straddle two
+        time.sleep(61 - time.time() % 60)
+    token = post({"containerImage": anonymous_image.reference}).json()["containerToken"]
+    base = f"{proxy.url}/v2/wt/{token}/library/busybox"
+    manifest = httpx.get(f"{base}/manifests/latest")
+    config = json.loads(manifest.content)["config"]["digest"]
+    for _ in range(3):  # tags and blobs are not pulls
+        assert httpx.get(f"{base}/tags/list").status_code == 200
+        assert httpx.get(f"{base}/blobs/{config}").status_code == 200
+    assert httpx.get(f"{base}/manifests/latest").status_code == 200
+    refused = httpx.get(f"{base}/manifests/latest")
+    assert refused.status_code == 429
+    retry_after = int(refused.headers["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert refused.json() == {
+        "errors": [
+            {
+                "code": "TOOMANYREQUESTS",
+                "message": f"Request exceeded pull rate limit of 2 per minute - retry in {retry_after} seconds",
+                "detail": None,
+            }
+        ]
+    }

@@ -45,9 +45,12 @@ def test_image_and_file_together(post: Post, image: str) -> None:
 
 
 @pytest.mark.parametrize("attribute", ["containerFile", "condaFile", "spackFile"])
-def test_file_not_strict_base64(post: Post, attribute: str) -> None:
-    body = {attribute: "not base64!!"}
-    assert_rejected(post(body), f"Invalid '{attribute}' attribute - make sure it encoded as a base64 string")
+@pytest.mark.parametrize("value", ["not base64!!", "QUJD=", "QR==", "QUJ="])
+def test_file_not_strict_base64(post: Post, attribute: str, value: str) -> None:
+    # "QR==" and "QUJ=" decode, but carry non-zero unused bits: no encoder writes them
+    assert_rejected(
+        post({attribute: value}), f"Invalid '{attribute}' attribute - make sure it encoded as a base64 string"
+    )
 
 
 def test_container_file_too_large(post: Post) -> None:
@@ -69,6 +72,19 @@ def test_conda_file_too_large(post: Post) -> None:
     assert_rejected(post({"condaFile": big}), "Conda file size exceeds the maximum allowed size of 50000 bytes")
 
 
+def test_conda_file_limit_is_configurable(post: Post, settings: Settings) -> None:
+    settings.WAVE_CONDA_FILE_MAX_SIZE = 8
+    conda = base64.b64encode(b"name: x\n").decode()
+    assert_rejected(post({"condaFile": conda}), "Conda file size exceeds the maximum allowed size of 8 bytes")
+
+
+def test_default_limits_are_the_reference_ones() -> None:
+    from wave_site import settings as defaults  # read from the environment-free defaults
+
+    assert (defaults.WAVE_CONTAINER_FILE_MAX_SIZE, defaults.WAVE_CONDA_FILE_MAX_SIZE) == (10_000, 50_000)
+    assert defaults.WAVE_LAYER_MAX_SIZE == 14_000_000
+
+
 def test_layer_location_too_long(post: Post, image: str, settings: Settings) -> None:
     settings.WAVE_LAYER_MAX_SIZE = 1000
     layer = make_layer({"a.txt": b"x" * 5000}).as_request(location="data:" + "A" * 1000)
@@ -85,7 +101,7 @@ def test_image_with_protocol(post: Post) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["http:docker.io/foo", "docker:quay.io/foo:latest", "ubuntu: latest", "ubuntu ", "", "localhost:port/foo"],
+    ["http:docker.io/foo", "docker:quay.io/foo:latest", "ubuntu: latest", "ubuntu ", "", "   ", "localhost:port/foo"],
 )
 def test_malformed_image_name(post: Post, value: str) -> None:
     assert_rejected(post({"containerImage": value}), f"Invalid container image name — offending value: '{value}'")
@@ -100,6 +116,11 @@ def test_digest_with_container_config(post: Post) -> None:
 
 def test_unsupported_platform(post: Post, image: str) -> None:
     assert_rejected(post({"containerImage": image, "containerPlatform": "foo"}), "Unsupported container platform: foo")
+
+
+def test_architecture_other_than_amd64_or_arm_is_unsupported(post: Post, image: str) -> None:
+    response = post({"containerImage": image, "containerPlatform": "linux/s390x"})
+    assert_rejected(response, "Unsupported container platform: linux/s390x")
 
 
 def test_invalid_platform(post: Post, image: str) -> None:
@@ -172,7 +193,14 @@ def test_malformed_json(post: Post) -> None:
 
 
 def test_json_that_is_not_an_object(post: Post) -> None:
-    assert_rejected(post('["ubuntu"]'), "Invalid data. Expected a dictionary, but got list.")
+    assert_rejected(post('["ubuntu"]'), "Expected a JSON object.")
+    assert_rejected(post("42"), "Expected a JSON object.")
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+def test_json_nested_too_deeply(post: Post, depth: int) -> None:
+    assert_rejected(post("[" * depth + "]" * depth), "Malformed JSON request body")
+    assert_rejected(post('{"containerImage": ' + "[" * depth + "]" * depth + "}"), "Malformed JSON request body")
 
 
 BAD_LAYER = {"location": "data:", "gzipDigest": "d", "gzipSize": "big", "tarDigest": "t"}
@@ -185,7 +213,21 @@ BAD_LAYER = {"location": "data:", "gzipDigest": "d", "gzipSize": "big", "tarDige
         ({"containerImage": "x", "towerWorkspaceId": "abc"}, "towerWorkspaceId: A valid integer is required."),
         (
             {"containerImage": "x", "containerConfig": {"env": "A=1"}},
-            'containerConfig.env: Expected a list of items but got type "str".',
+            "containerConfig.env: Expected a JSON array.",
+        ),
+        ({"containerImage": "x", "containerConfig": "x"}, "containerConfig: Expected a JSON object."),
+        ({"containerImage": "x", "containerConfig": {"layers": "x"}}, "containerConfig.layers: Expected a JSON array."),
+        (
+            {"containerImage": "x", "containerConfig": {"layers": [None]}},
+            "containerConfig.layers[0]: This field may not be null.",
+        ),
+        (
+            {"containerImage": "x", "containerConfig": {"layers": ["x"]}},
+            "containerConfig.layers[0]: Expected a JSON object.",
+        ),
+        (
+            {"containerImage": "x", "containerConfig": {"env": [None]}},
+            "containerConfig.env[0]: This field may not be null.",
         ),
         (
             {"containerImage": "x", "containerConfig": {"layers": [BAD_LAYER]}},

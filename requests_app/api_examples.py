@@ -1,0 +1,141 @@
+"""Examples shown in the OpenAPI document for the container request API."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample
+
+REQUEST_EXAMPLE = OpenApiExample(
+    "augment an image",
+    request_only=True,
+    value={
+        "containerImage": "ubuntu:22.04",
+        "containerPlatform": "linux/amd64",
+        "containerConfig": {
+            "env": ["FOO=one"],
+            "cmd": ["echo", "hello"],
+            "workingDir": "/work",
+            "layers": [
+                {
+                    "location": "https://example.org/layer.tar.gz",
+                    "gzipDigest": "sha256:" + "1" * 64,
+                    "gzipSize": 1024,
+                    "tarDigest": "sha256:" + "2" * 64,
+                }
+            ],
+        },
+        "fingerprint": "c3b6f2",
+        "timestamp": "2026-11-27T10:00:00Z",
+    },
+)
+V1_RESPONSE_EXAMPLE = OpenApiExample(
+    "token",
+    response_only=True,
+    value={
+        "containerToken": "0c1f7a9b3e2d",
+        "targetImage": "wave.example.org/wt/0c1f7a9b3e2d/library/ubuntu:22.04",
+        "expiration": "2026-11-28T22:00:00.000Z",
+        "containerImage": "docker.io/library/ubuntu:22.04",
+    },
+)
+
+V2_RESPONSE_EXAMPLES = [
+    OpenApiExample(
+        "token (v2)",
+        response_only=True,
+        value={**V1_RESPONSE_EXAMPLE.value, "freeze": False, "succeeded": True},
+    ),
+    OpenApiExample(
+        "dry run (v2)",
+        response_only=True,
+        value={"containerImage": "docker.io/library/ubuntu:22.04", "freeze": False},
+    ),
+]
+
+
+def error_example(name: str, status: int, message: str) -> OpenApiExample:
+    return OpenApiExample(name, response_only=True, status_codes=[str(status)], value={"message": message})
+
+
+ERROR_EXAMPLES = [
+    error_example(
+        "image missing upstream",
+        400,
+        "Container image 'docker.io/library/ubuntu:nope' does not exist or access is not authorized",
+    ),
+    error_example("body too large", 413, "Request body exceeds the maximum allowed size of 33554432 bytes"),
+    error_example("rate limited", 429, "Request exceeded build rate limit of 10 per hour - retry in 1200 seconds"),
+    error_example(
+        "build requested",
+        501,
+        "Container builds (containerFile, condaFile, spackFile, packages, freeze, mirror) "
+        "are not available on this service yet",
+    ),
+    error_example("registry down", 503, "Registry 'quay.io' is unreachable: ConnectTimeout"),
+]
+NOT_FOUND_EXAMPLE = error_example("unknown token", 404, "Unknown container token '0c1f7a9b3e2d'")
+RECORD_EXAMPLE = {
+    "containerImage": "docker.io/library/ubuntu:22.04",
+    "containerPlatform": "linux/amd64",
+    "containerConfig": {"env": ["FOO=one"]},
+    "targetImage": "wave.example.org/wt/0c1f7a9b3e2d/library/ubuntu:22.04",
+    "fingerprint": "c3b6f2",
+    "towerEndpoint": "https://api.cloud.seqera.io",
+    "creationTime": "2026-11-27T10:00:00.000Z",
+}
+DESCRIPTION_EXAMPLE = OpenApiExample(
+    "description",
+    response_only=True,
+    value={
+        "token": "0c1f7a9b3e2d",
+        "expiration": "2026-11-28T22:00:00.000Z",
+        "request": RECORD_EXAMPLE,
+        "source": {"image": "docker.io/library/ubuntu:22.04", "digest": "sha256:" + "a" * 64},
+        "wave": {"image": "wave.example.org/wt/0c1f7a9b3e2d/library/ubuntu:22.04", "digest": "sha256:" + "b" * 64},
+    },
+)
+RECORD_V2_EXAMPLE = OpenApiExample(
+    "record",
+    response_only=True,
+    value={
+        "requestId": "0c1f7a9b3e2d",
+        **RECORD_EXAMPLE,
+        "expiration": "2026-11-28T22:00:00.000Z",
+        "freeze": False,
+        "sourceDigest": "sha256:" + "a" * 64,
+    },
+)
+STATUS_EXAMPLES = [
+    OpenApiExample(
+        "pending",
+        response_only=True,
+        value={
+            "id": "0c1f7a9b3e2d",
+            "status": "PENDING",
+            "creationTime": "2026-11-27T10:00:00.000Z",
+            "duration": "1.204000000",
+        },
+    ),
+    OpenApiExample(
+        "done",
+        response_only=True,
+        value={
+            "id": "0c1f7a9b3e2d",
+            "status": "DONE",
+            "succeeded": True,
+            "creationTime": "2026-11-27T10:00:00.000Z",
+            "duration": "3.518000000",
+        },
+    ),
+    OpenApiExample(
+        "failed layer",
+        response_only=True,
+        value={
+            "id": "0c1f7a9b3e2d",
+            "status": "DONE",
+            "succeeded": False,
+            "reason": "Layer 0 (sha256:1111...) failed: Download of https://example.org/layer.tar.gz answered HTTP 404",
+            "creationTime": "2026-11-27T10:00:00.000Z",
+            "duration": "0.412000000",
+        },
+    ),
+]

@@ -1,0 +1,55 @@
+"""The OpenAPI document describes every field and shows examples of every answer, errors included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+API_OPERATIONS = {
+    "container_token_create", "container_create_v2", "container_token_describe", "container_token_revoke",
+    "container_describe_v2", "container_status_v2",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def schema(django_db_blocker: Any) -> dict[str, Any]:
+    with django_db_blocker.unblock():
+        response = Client().get("/openapi/?format=json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def operations(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {op["operationId"]: op for path in schema["paths"].values() for op in path.values()}
+
+
+def undocumented_properties(schema: dict[str, Any]) -> list[str]:
+    missing = []
+    for name, component in schema["components"]["schemas"].items():
+        for field, spec in component.get("properties", {}).items():
+            if not spec.get("description"):
+                missing.append(f"{name}.{field}")
+    return missing
+
+
+def test_every_field_has_a_description(schema: dict[str, Any]) -> None:
+    assert undocumented_properties(schema) == []
+
+
+def test_every_container_operation_shows_examples_of_each_answer(schema: dict[str, Any]) -> None:
+    found = operations(schema)
+    assert set(found) >= API_OPERATIONS
+    for operation_id in API_OPERATIONS:
+        for status, response in found[operation_id]["responses"].items():
+            content = response.get("content", {}).get("application/json")
+            if content is None:  # e.g. the revoke's bodiless 200
+                continue
+            assert content.get("examples"), f"{operation_id} {status} has no example"
+
+
+def test_request_bodies_have_examples(schema: dict[str, Any]) -> None:
+    found = operations(schema)
+    for operation_id in ("container_token_create", "container_create_v2"):
+        assert found[operation_id]["requestBody"]["content"]["application/json"]["examples"]
