@@ -15,7 +15,7 @@ from wave_site.asgi import ReusedRequestThreads
 pytestmark = pytest.mark.urls("tests.wave_site.urls_threads")
 
 
-async def get(app: Any, path: str) -> tuple[int, dict[str, Any]]:
+async def get(app: Any, path: str, *, disconnect: bool = False) -> tuple[int, dict[str, Any]]:
     """One GET straight through the ASGI interface, as uvicorn would make it."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
@@ -29,6 +29,8 @@ async def get(app: Any, path: str) -> tuple[int, dict[str, Any]]:
         if not body_sent.is_set():
             body_sent.set()
             return {"type": "http.request", "body": b"", "more_body": False}
+        if disconnect:
+            return {"type": "http.disconnect"}
         await asyncio.Event().wait()  # the client never disconnects
         raise AssertionError("unreachable")
 
@@ -36,6 +38,8 @@ async def get(app: Any, path: str) -> tuple[int, dict[str, Any]]:
         sent.append(message)
 
     await app(scope, receive, send)
+    if disconnect:
+        return 0, {}
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return status, json.loads(body)
@@ -110,3 +114,27 @@ def test_non_http_scopes_pass_through_without_a_thread() -> None:
     asyncio.run(app({"type": "lifespan"}, None, None))
     assert seen == ["lifespan"]
     assert app.idle == []
+
+
+def test_a_thread_is_kept_only_once_an_abandoned_request_is_done_with_it() -> None:
+    """A client that goes away cancels the request, but its synchronous code runs on to the end; Django
+    then sends request_finished on the same thread, so the thread is handed on only when it is free."""
+    app = ReusedRequestThreads(get_asgi_application(), keep_idle=4)
+    urls_threads.RELEASE.clear()
+    urls_threads.FINISHED.clear()
+    release = threading.Timer(0.3, urls_threads.RELEASE.set)
+    release.start()
+
+    async def abandoned_then_next() -> tuple[int, dict[str, Any]]:
+        await get(app, "/slow", disconnect=True)
+        assert len(urls_threads.FINISHED) == 1  # the abandoned view ran to the end before its thread was kept
+        return await get(app, "/thread")
+
+    try:
+        status, body = asyncio.run(abandoned_then_next())
+    finally:
+        release.cancel()
+        urls_threads.RELEASE.set()
+    assert status == 200
+    assert body["thread"] == urls_threads.FINISHED[0]  # the same thread, free again
+    assert len(app.idle) == 1

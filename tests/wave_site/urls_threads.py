@@ -18,4 +18,15 @@ def thread_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"thread": threading.get_ident()})
 
 
-urlpatterns = [path("thread", thread_view)]
+# Set by a test: the slow view waits for it, then records that it ran to the end.
+RELEASE = threading.Event()
+FINISHED: list[int] = []
+
+
+def slow_view(request: HttpRequest) -> JsonResponse:
+    RELEASE.wait(timeout=5)
+    FINISHED.append(threading.get_ident())
+    return JsonResponse({"thread": threading.get_ident()})
+
+
+urlpatterns = [path("thread", thread_view), path("slow", slow_view)]
