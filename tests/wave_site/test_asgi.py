@@ -30,6 +30,7 @@ async def get(app: Any, path: str, *, disconnect: bool = False) -> tuple[int, di
             body_sent.set()
             return {"type": "http.request", "body": b"", "more_body": False}
         if disconnect:
+            await asyncio.to_thread(urls_threads.STARTED.wait, 5)  # leave while the view runs
             return {"type": "http.disconnect"}
         await asyncio.Event().wait()  # the client never disconnects
         raise AssertionError("unreachable")
@@ -120,6 +121,7 @@ def test_a_thread_is_kept_only_once_an_abandoned_request_is_done_with_it() -> No
     """A client that goes away cancels the request, but its synchronous code runs on to the end; Django
     then sends request_finished on the same thread, so the thread is handed on only when it is free."""
     app = ReusedRequestThreads(get_asgi_application(), keep_idle=4)
+    urls_threads.STARTED.clear()
     urls_threads.RELEASE.clear()
     urls_threads.FINISHED.clear()
     release = threading.Timer(0.3, urls_threads.RELEASE.set)

@@ -18,12 +18,14 @@ def thread_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"thread": threading.get_ident()})
 
 
-# Set by a test: the slow view waits for it, then records that it ran to the end.
+# The slow view says it started, waits for a test to release it, then records that it ran to the end.
+STARTED = threading.Event()
 RELEASE = threading.Event()
 FINISHED: list[int] = []
 
 
 def slow_view(request: HttpRequest) -> JsonResponse:
+    STARTED.set()
     RELEASE.wait(timeout=5)
     FINISHED.append(threading.get_ident())
     return JsonResponse({"thread": threading.get_ident()})
