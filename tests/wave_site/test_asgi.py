@@ -69,14 +69,19 @@ def test_sequential_requests_reuse_one_thread() -> None:
     assert threads[0] != threading.get_ident()
 
 
-def test_concurrent_requests_each_get_their_own_thread(barrier: None) -> None:
-    app = ReusedRequestThreads(get_asgi_application(), keep_idle=8)
+def three_at_once(app: ReusedRequestThreads) -> list[tuple[int, dict[str, Any]]]:
+    """Three requests that must all be inside the view at the same time to succeed."""
     urls_threads.BARRIER["current"] = threading.Barrier(3)
 
     async def together() -> list[tuple[int, dict[str, Any]]]:
         return await asyncio.gather(*(get(app, "/thread") for _ in range(3)))
 
-    responses = asyncio.run(together())
+    return asyncio.run(together())
+
+
+def test_concurrent_requests_each_get_their_own_thread(barrier: None) -> None:
+    app = ReusedRequestThreads(get_asgi_application(), keep_idle=8)
+    responses = three_at_once(app)
     assert [status for status, _ in responses] == [200, 200, 200]  # all three met inside the view at once
     assert len({body["thread"] for _, body in responses}) == 3
     assert len(app.idle) == 3
@@ -84,12 +89,7 @@ def test_concurrent_requests_each_get_their_own_thread(barrier: None) -> None:
 
 def test_threads_beyond_keep_idle_end_with_their_request(barrier: None) -> None:
     app = ReusedRequestThreads(get_asgi_application(), keep_idle=1)
-    urls_threads.BARRIER["current"] = threading.Barrier(3)
-
-    async def together() -> list[tuple[int, dict[str, Any]]]:
-        return await asyncio.gather(*(get(app, "/thread") for _ in range(3)))
-
-    responses = asyncio.run(together())
+    responses = three_at_once(app)
     served = {body["thread"] for _, body in responses}
     assert len(served) == 3
     assert len(app.idle) == 1
