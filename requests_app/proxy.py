@@ -26,7 +26,7 @@ from registry.client import (
     RegistryUnauthorizedError,
     RegistryUnavailableError,
 )
-from registry.platform import parse_platform
+from registry.platform import InvalidPlatformError, parse_platform
 from registry.reference import parse_image
 from registry.ssrf import DestinationRefusedError
 from requests_app.documents import document_get, document_put
@@ -280,6 +280,8 @@ def manifest_for(target: ProxyTarget, reference: str) -> Document:
             result = augment_image_manifest(content, media_type, target.config, fetch_blob)
         else:
             raise ProxyError(400, "MANIFEST_INVALID", f"Unsupported manifest type '{media_type}'")
+    except InvalidPlatformError as exc:  # stored by an earlier version that accepted more platforms
+        raise ProxyError(400, "UNKNOWN", exc.message) from None
     except (RegistryError, DestinationRefusedError, AugmentError) as exc:
         raise _upstream_error(exc) from None
     for document in result.generated:

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from pytest_django.fixtures import Settings
 
-from requests_app.models import InjectedLayer
+from requests_app.models import ContainerRequest, InjectedLayer
 from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
 from tests.support.asgi_server import AsgiServer
@@ -153,6 +153,23 @@ def test_unmatched_platform_is_an_oci_error(proxy: AsgiServer, post: Post, multi
     assert response.json()["errors"][0] == {
         "code": "UNKNOWN",
         "message": "Cannot find matching platform 'linux/arm/v7' in the image index",
+        "detail": None,
+    }
+
+
+def test_a_platform_no_longer_supported_is_an_oci_error(
+    proxy: AsgiServer, post: Post, multiplatform_image: PushedImage
+) -> None:
+    # An earlier version accepted linux/386; its tokens live on for a while after an upgrade.
+    token = post({"containerImage": multiplatform_image.reference, "containerConfig": {"env": ["A=1"]}}).json()[
+        "containerToken"
+    ]
+    ContainerRequest.objects.filter(token=token).update(platform="linux/386")
+    response = httpx.get(f"{proxy.url}/v2/wt/{token}/library/busybox-multi/manifests/latest")
+    assert response.status_code == 400
+    assert response.json()["errors"][0] == {
+        "code": "UNKNOWN",
+        "message": "Unsupported container platform: linux/386",
         "detail": None,
     }
 
