@@ -45,4 +45,4 @@ bench: tools services $(STAMP)
 	$(PY) -m bench $(BENCH)
 
 clean:
-	rm -rf $(VENV) .wave .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .wave .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.authentication import BaseAuthentication, BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,6 +40,7 @@ from requests_app.serializers import (
     present_token,
 )
 from requests_app.services import Caller, container_request_create, container_request_revoke
+from wave_site.authentication import OperatorBasicAuthentication
 from wave_site.errors import NotFound, WaveError
 from wave_site.serializers import ErrorMessageSerializer
 
@@ -125,7 +126,7 @@ class ContainerTokenDetailView(APIView):
         # describing a token is public and must not fail on an unrelated Authorization header.
         request = getattr(self, "request", None)  # None while drf-spectacular builds the schema
         if request is not None and request.method == "DELETE":
-            return [BasicAuthentication(), SessionAuthentication()]
+            return [OperatorBasicAuthentication(), SessionAuthentication()]
         return []
 
     def get_permissions(self) -> list[BasePermission]:

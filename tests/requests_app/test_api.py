@@ -314,6 +314,10 @@ def test_delete_requires_an_operator(client: Client, post: Post, anonymous_image
     assert not_staff.status_code == 403
     wrong = client.delete(f"/container-token/{token}", HTTP_AUTHORIZATION=basic("ops", "nope"))
     assert wrong.status_code == 401
+    for user, password in (("ops\x00", "ops-pass"), ("ops", "ops-pass\x00")):  # PostgreSQL text cannot hold NUL
+        nul = client.delete(f"/container-token/{token}", HTTP_AUTHORIZATION=basic(user, password))
+        assert nul.status_code == 401
+        assert nul.json() == {"message": "Invalid username/password."}
     assert ContainerRequest.objects.get(token=token).revoked_at is None
 
     revoked = client.delete(f"/container-token/{token}", HTTP_AUTHORIZATION=basic("ops", "ops-pass"))
