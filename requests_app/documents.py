@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError
 
 from registry.augment import Document
-from requests_app.layers import blob_key, blob_store_put
+from requests_app.blobs import blob_key, blob_store_put
 from requests_app.models import GeneratedDocument
 from wave_site.cache import shared_cache
 

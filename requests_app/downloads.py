@@ -10,19 +10,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 import zlib
 from urllib.parse import urljoin
 
 import httpx
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from credentials.services import connect_check, url_destination_check
 from registry.ssrf import DestinationRefusedError, guarded_transport
-from requests_app.layers import CHUNK, TarDigest, blob_key
+from requests_app.blobs import blob_key, blob_scratch_file, blob_store_put_file
+from requests_app.layers import CHUNK, TarDigest
 from requests_app.models import InjectedLayer
 from requests_app.selectors import injected_layer_verified_before, injected_layers_like
 from wave_site.cache import shared_cache
@@ -153,21 +152,15 @@ def injected_layer_download(*, layer_pk: int) -> str:
             _mark(layer, state=InjectedLayer.State.READY)
             return InjectedLayer.State.READY
         key = blob_key(layer.gzip_digest)
-        final = default_storage.path(key)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=os.path.dirname(final), prefix=".download-")
-        os.close(fd)
-        try:
-            download_verified(layer.url, gzip_size=layer.gzip_size, gzip_digest=layer.gzip_digest,
-                              tar_digest=layer.tar_digest, into=partial)  # fmt: skip
-            os.replace(partial, final)
-        except LayerDownloadError as exc:
-            logger.warning("layer %s failed: %s", layer.gzip_digest, exc)
-            _mark(layer, state=InjectedLayer.State.FAILED, reason=str(exc))
-            return InjectedLayer.State.FAILED
-        finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
+        with blob_scratch_file(key) as scratch:
+            try:
+                download_verified(layer.url, gzip_size=layer.gzip_size, gzip_digest=layer.gzip_digest,
+                                  tar_digest=layer.tar_digest, into=scratch)  # fmt: skip
+            except LayerDownloadError as exc:
+                logger.warning("layer %s failed: %s", layer.gzip_digest, exc)
+                _mark(layer, state=InjectedLayer.State.FAILED, reason=str(exc))
+                return InjectedLayer.State.FAILED
+            blob_store_put_file(key, scratch)
         _mark(layer, state=InjectedLayer.State.READY)
         return InjectedLayer.State.READY
     finally:

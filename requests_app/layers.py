@@ -1,4 +1,4 @@
-"""Injected layers: `data:` payloads decoded and verified at request time, blobs stored by digest."""
+"""Injected layers: `data:` payloads decoded and verified at request time; digests of gzip streams."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ import base64
 import binascii
 import hashlib
 import io
-import os
-import secrets
 import zlib
 from dataclasses import dataclass
-
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 
 from wave_site.errors import BadRequest
 
@@ -33,11 +28,6 @@ class LayerSpec:
     @property
     def is_inline(self) -> bool:
         return self.data is not None
-
-
-def blob_key(digest: str) -> str:
-    algorithm, _, hex_digest = digest.partition(":")
-    return f"blobs/{algorithm}/{hex_digest[:2]}/{hex_digest}"
 
 
 class TarDigest:
@@ -103,14 +93,3 @@ def decode_data_layer(location: str, *, gzip_digest: str, gzip_size: int, tar_di
     if actual_tar != tar_digest:
         raise BadRequest(f"Container layer tar digest does not match - expected '{tar_digest}', got '{actual_tar}'")
     return gzip_bytes
-
-
-def blob_store_put(digest: str, content: bytes) -> str:
-    """Store content under its digest once. Written under a temporary name and renamed into place, so
-    that a blob at its final name is always complete; concurrent writers of one digest leave one blob."""
-    key = blob_key(digest)
-    if default_storage.exists(key):
-        return key
-    partial = default_storage.save(f"{key}.partial-{secrets.token_hex(4)}", ContentFile(content))
-    os.replace(default_storage.path(partial), default_storage.path(key))
-    return key

@@ -25,7 +25,7 @@ from credentials.services import connect_check, registry_client
 from registry.augment import Document
 from registry.client import RegistryError
 from registry.ssrf import DestinationRefusedError, guarded_async_transport
-from requests_app.layers import blob_key
+from requests_app.blobs import blob_key, blob_redirect_url
 from requests_app.proxy import (
     ProxyError,
     ProxyTarget,
@@ -202,8 +202,15 @@ def _file_chunks(key: str, start: int, length: int) -> AsyncIterator[bytes]:
     return chunks()
 
 
-def _serve_stored_blob(request: HttpRequest, key: str, digest: str) -> HttpResponseBase:
-    size = default_storage.size(key)
+async def _serve_stored_blob(request: HttpRequest, key: str, digest: str) -> HttpResponseBase:
+    redirect_to = blob_redirect_url(key) if request.method == "GET" else None
+    if redirect_to is not None:  # a remote store serves the bytes (and ranges) itself
+        redirect = HttpResponse(status=307)
+        redirect["Location"] = redirect_to
+        redirect["Docker-Content-Digest"] = digest
+        redirect["Docker-Distribution-API-Version"] = "registry/2.0"
+        return redirect
+    size = await sync_to_async(default_storage.size, thread_sensitive=False)(key)
     try:
         byte_range = _parse_range(request.headers.get("Range"), size)
     except RangeNotSatisfiable:
@@ -326,7 +333,7 @@ async def blob(request: HttpRequest, token: str, name: str, digest: str) -> Http
     except ProxyError as exc:
         return _as_oci(exc)
     if key is not None:
-        return _serve_stored_blob(request, key, digest)
+        return await _serve_stored_blob(request, key, digest)
     return await _upstream_blob(request, target, digest)
 
 

@@ -6,7 +6,7 @@ from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from requests_app.layers import blob_key
+from requests_app.blobs import blob_key
 from requests_app.models import ContainerRequest, InjectedLayer
 
 

@@ -25,7 +25,8 @@ from registry.client import (
 )
 from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
-from requests_app.layers import LayerSpec, blob_key, blob_store_put, decode_data_layer
+from requests_app.blobs import blob_key, blob_store_put
+from requests_app.layers import LayerSpec, decode_data_layer
 from requests_app.models import ContainerRequest, InjectedLayer
 from requests_app.proxy import forget_served
 from requests_app.ratelimit import rate_limit_acquire

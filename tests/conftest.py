@@ -13,6 +13,7 @@ from tests.support.asgi_server import AsgiServer, start_asgi_server
 from tests.support.http_files import FileServer
 from tests.support.images import Builder
 from tests.support.registry import ANONYMOUS, BASIC, TOKEN, Registry, start_registry
+from tests.support.s3 import S3Bucket, new_bucket, s3_server
 from tests.support.worker import Worker, start_worker
 
 
@@ -158,3 +159,17 @@ def file_server() -> Iterator[FileServer]:
     server = FileServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_blob_store(s3_endpoint: str, settings) -> S3Bucket:
+    """The blob store on a fresh bucket of the S3 server, for this test."""
+    bucket = new_bucket(s3_endpoint)
+    settings.STORAGES = {**settings.STORAGES, "default": bucket.storage_settings()}
+    return bucket

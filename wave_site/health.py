@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.core.files.storage import storages
 from django.db import connection
 
 from registry.endpoints import registry_base_url
@@ -65,11 +67,25 @@ def check_build_registry() -> str:
     return host
 
 
+def check_blob_store() -> str:
+    storage = storages["default"]
+    bucket = getattr(storage, "bucket", None)
+    if bucket is not None:  # S3: the bucket exists and the credentials may use it
+        bucket.meta.client.head_bucket(Bucket=bucket.name)
+        return f"s3://{bucket.name}"
+    location = Path(storage.location)  # type: ignore[attr-defined]
+    location.mkdir(parents=True, exist_ok=True)
+    if not os.access(location, os.W_OK):
+        raise RuntimeError(f"blob folder {location} is not writable")
+    return "filesystem"
+
+
 CHECKS: dict[str, Callable[[], str]] = {
     "database": check_database,
     "cache": check_cache,
     "broker": check_broker,
     "registry": check_build_registry,
+    "blobs": check_blob_store,
 }
 
 

@@ -20,7 +20,7 @@ class HealthCheckSerializer(serializers.Serializer):
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["UP", "DOWN"], help_text="UP when every part is up.")
     message = serializers.CharField(required=False, help_text="Present when DOWN: the failing parts.")
-    checks = serializers.DictField(child=HealthCheckSerializer(), help_text="database, cache, broker, registry")
+    checks = serializers.DictField(child=HealthCheckSerializer(), help_text="database, cache, broker, registry, blobs")
 
 
 class ErrorMessageSerializer(serializers.Serializer):

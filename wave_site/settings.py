@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from wave_site import __version__
 from wave_site.config import env_bool, env_int, env_list, env_str, env_url
 from wave_site.keys import fernet_key, master_secret
+from wave_site.storage import s3_blob_storage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -203,8 +204,24 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Blob store and static files --------------------------------------------------------------
+# Injected layers and generated documents. A folder of the data dir by default; `s3://bucket[/prefix]`
+# for an S3-compatible store shared by several machines (credentials: the usual AWS_* variables, read
+# by boto3). Pulls are then redirected to short-lived presigned URLs: no layer bytes pass through us.
+WAVE_BLOB_STORE = env_url("WAVE_BLOB_STORE", None, schemes=frozenset({"s3"}))
+WAVE_S3_ENDPOINT_URL = env_url("WAVE_S3_ENDPOINT_URL", None, schemes=frozenset({"http", "https"}))
+WAVE_S3_REGION = env_str("WAVE_S3_REGION")
+WAVE_BLOB_URL_TTL = env_int("WAVE_BLOB_URL_TTL", 900, minimum=60, maximum=7 * 24 * 3600)
+if WAVE_BLOB_STORE:
+    _blob_storage = s3_blob_storage(
+        WAVE_BLOB_STORE, endpoint_url=WAVE_S3_ENDPOINT_URL, region=WAVE_S3_REGION, url_ttl=WAVE_BLOB_URL_TTL
+    )
+else:
+    _blob_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": DATA_DIR / "blobs"},
+    }
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": DATA_DIR / "blobs"}},
+    "default": _blob_storage,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 STATIC_URL = "/static/"

@@ -16,7 +16,7 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from registry.reference import parse_image
-from requests_app.layers import blob_key
+from requests_app.blobs import blob_key
 from requests_app.models import ContainerRequest, InjectedLayer
 from requests_app.services import new_token, target_image_for
 from tests.conftest import PushedImage

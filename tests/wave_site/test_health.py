@@ -6,6 +6,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from tests.conftest import PushedImage
 from tests.support.network import free_port
+from tests.support.s3 import S3Bucket
 
 pytestmark = pytest.mark.django_db
 
@@ -26,8 +27,18 @@ def test_health_is_up_when_every_part_answers(client: Client, build_registry: st
             "cache": {"status": "UP", "detail": "RedisCache"},
             "broker": {"status": "UP", "detail": "redis"},
             "registry": {"status": "UP", "detail": build_registry},
+            "blobs": {"status": "UP", "detail": "filesystem"},
         },
     }
+
+
+def test_health_checks_the_s3_bucket(client: Client, build_registry: str, s3_blob_store: S3Bucket) -> None:
+    assert client.get("/health").json()["checks"]["blobs"] == {"status": "UP", "detail": f"s3://{s3_blob_store.name}"}
+    s3_blob_store.client.delete_bucket(Bucket=s3_blob_store.name)
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["blobs"]["status"] == "DOWN"
+    assert response.json()["message"].startswith("Unhealthy: blobs: ")
 
 
 def test_health_counts_an_auth_challenge_as_a_live_registry(

@@ -1,0 +1,88 @@
+"""The blob store: injected layers and generated documents, by digest.
+
+A folder of the data dir (Django's filesystem storage) or an S3-compatible store (django-storages).
+Blobs are written whole or not at all: on the filesystem under a temporary name renamed into place,
+on S3 by a single upload. Keys are content digests, so concurrent writers of one key write the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+
+def blob_key(digest: str) -> str:
+    algorithm, _, hex_digest = digest.partition(":")
+    return f"blobs/{algorithm}/{hex_digest[:2]}/{hex_digest}"
+
+
+def _local_path(key: str) -> str | None:
+    """Where the blob lives on this machine's disk; None for a remote store."""
+    try:
+        return default_storage.path(key)
+    except NotImplementedError:
+        return None
+
+
+def _store(key: str, content: File) -> None:
+    stored = default_storage.save(key, content)
+    if stored != key:  # the store renamed it: it must overwrite instead (file_overwrite)
+        raise RuntimeError(f"blob store saved {key} as {stored}")
+
+
+def blob_store_put(digest: str, content: bytes) -> str:
+    """Store content under its digest once; the key."""
+    key = blob_key(digest)
+    if default_storage.exists(key):
+        return key
+    final = _local_path(key)
+    if final is None:
+        _store(key, ContentFile(content))
+        return key
+    partial = default_storage.save(f"{key}.partial-{secrets.token_hex(4)}", ContentFile(content))
+    os.replace(default_storage.path(partial), final)
+    return key
+
+
+@contextmanager
+def blob_scratch_file(key: str) -> Iterator[str]:
+    """A temporary file for a blob on its way in (a download being verified); removed afterwards.
+
+    On the filesystem it sits beside the blob's final place, so that moving it there is one rename.
+    """
+    final = _local_path(key)
+    folder = Path(final).parent if final is not None else settings.DATA_DIR / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(dir=folder, prefix=".download-")
+    os.close(fd)
+    try:
+        yield scratch
+    finally:
+        if os.path.exists(scratch):
+            os.unlink(scratch)
+
+
+def blob_store_put_file(key: str, scratch: str) -> None:
+    """Move a verified scratch file (from `blob_scratch_file`) into the store under `key`."""
+    final = _local_path(key)
+    if final is not None:
+        os.replace(scratch, final)
+        return
+    with open(scratch, "rb") as handle:
+        _store(key, File(handle))
+
+
+def blob_redirect_url(key: str) -> str | None:
+    """A short-lived URL clients fetch a remote blob from directly; None when we serve it ourselves."""
+    if _local_path(key) is not None:
+        return None
+    return str(default_storage.url(key))
