@@ -159,6 +159,8 @@ def container_request_create(*, data: dict[str, Any], api_version: str, caller: 
     for layer in layers:
         if layer.data is not None:
             blob_store_put(layer.gzip_digest, layer.data)
+    # Asked before the transaction: the blob store may be a remote one (S3).
+    stored = {layer.gzip_digest for layer in layers if not layer.is_inline and _verified_before(layer)}
 
     now = timezone.now()
     for _attempt in range(5):
@@ -185,7 +187,7 @@ def container_request_create(*, data: dict[str, Any], api_version: str, caller: 
             # One statement needs no transaction of its own; with layers, the rows land together or not at all.
             with transaction.atomic() if layers else contextlib.nullcontext():
                 request.save(force_insert=True)
-                rows = InjectedLayer.objects.bulk_create(_layer_rows(request, layers))
+                rows = InjectedLayer.objects.bulk_create(_layer_rows(request, layers, stored=stored))
                 for row in rows:
                     if row.state == InjectedLayer.State.PENDING:
                         transaction.on_commit(functools.partial(_enqueue_download, row.pk))
@@ -207,9 +209,8 @@ def _enqueue_download(layer_pk: int) -> None:
     layer_download_task.delay(layer_pk)
 
 
-def _layer_rows(request: ContainerRequest, layers: list[LayerSpec]) -> list[InjectedLayer]:
-    """Rows for the layers; a layer whose digest is already in the blob store is ready at once."""
-    stored = {layer.gzip_digest for layer in layers if not layer.is_inline and _verified_before(layer)}
+def _layer_rows(request: ContainerRequest, layers: list[LayerSpec], *, stored: set[str]) -> list[InjectedLayer]:
+    """Rows for the layers; inline ones, and those whose digest (`stored`) was verified before, are ready at once."""
     return [
         InjectedLayer(
             request=request,
