@@ -203,7 +203,10 @@ def _file_chunks(key: str, start: int, length: int) -> AsyncIterator[bytes]:
 
 
 async def _serve_stored_blob(request: HttpRequest, key: str, digest: str) -> HttpResponseBase:
-    redirect_to = blob_redirect_url(key) if request.method == "GET" else None
+    # Presigning is local work, but the first call may look up credentials (instance metadata): off the loop.
+    redirect_to = (
+        await sync_to_async(blob_redirect_url, thread_sensitive=False)(key) if request.method == "GET" else None
+    )
     if redirect_to is not None:  # a remote store serves the bytes (and ranges) itself
         redirect = HttpResponse(status=307)
         redirect["Location"] = redirect_to
