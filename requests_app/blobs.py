@@ -14,10 +14,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+
+from wave_site.errors import ServiceUnavailable
+
+
+class BlobStoreUnavailable(ServiceUnavailable):
+    """The store did not answer or refused us (not: the blob is missing, which is FileNotFoundError)."""
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Failures of the store itself as BlobStoreUnavailable; a missing blob stays FileNotFoundError."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (OSError, BotoCoreError, ClientError) as exc:
+        raise BlobStoreUnavailable(f"The blob store is unavailable: {type(exc).__name__}") from None
 
 
 def blob_key(digest: str) -> str:
@@ -42,15 +60,33 @@ def _store(key: str, content: File) -> None:
 def blob_store_put(digest: str, content: bytes) -> str:
     """Store content under its digest once; the key."""
     key = blob_key(digest)
-    if default_storage.exists(key):
-        return key
-    final = _local_path(key)
-    if final is None:
-        _store(key, ContentFile(content))
-        return key
-    partial = default_storage.save(f"{key}.partial-{secrets.token_hex(4)}", ContentFile(content))
-    os.replace(default_storage.path(partial), final)
+    with store_errors():
+        if default_storage.exists(key):
+            return key
+        final = _local_path(key)
+        if final is None:
+            _store(key, ContentFile(content))
+            return key
+        partial = default_storage.save(f"{key}.partial-{secrets.token_hex(4)}", ContentFile(content))
+        os.replace(default_storage.path(partial), final)
     return key
+
+
+def blob_exists(key: str) -> bool:
+    with store_errors():
+        return bool(default_storage.exists(key))
+
+
+def blob_size(key: str) -> int:
+    """The blob's size; FileNotFoundError when it is missing."""
+    with store_errors():
+        return int(default_storage.size(key))
+
+
+def blob_read(key: str) -> bytes:
+    """A small blob's bytes (generated documents); FileNotFoundError when it is missing."""
+    with store_errors(), default_storage.open(key) as handle:
+        return bytes(handle.read())
 
 
 @contextmanager
@@ -77,7 +113,7 @@ def blob_store_put_file(key: str, scratch: str) -> None:
     if final is not None:
         os.replace(scratch, final)
         return
-    with open(scratch, "rb") as handle:
+    with store_errors(), open(scratch, "rb") as handle:
         _store(key, File(handle))
 
 
@@ -85,4 +121,5 @@ def blob_redirect_url(key: str) -> str | None:
     """A short-lived URL clients fetch a remote blob from directly; None when we serve it ourselves."""
     if _local_path(key) is not None:
         return None
-    return str(default_storage.url(key))
+    with store_errors():
+        return str(default_storage.url(key))

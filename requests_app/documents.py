@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 
-from django.core.files.storage import default_storage
 from django.db import IntegrityError
 
 from registry.augment import Document
-from requests_app.blobs import blob_key, blob_store_put
+from requests_app.blobs import blob_key, blob_read, blob_store_put
 from requests_app.models import GeneratedDocument
 from wave_site.cache import shared_cache
 
@@ -38,7 +37,9 @@ def document_get(digest: str) -> tuple[bytes, str] | None:
     row = GeneratedDocument.objects.filter(digest=digest).first()
     if row is None:
         return None
-    with default_storage.open(blob_key(digest)) as handle:
-        content = handle.read()
+    try:
+        content = blob_read(blob_key(digest))
+    except FileNotFoundError:  # the store lost it: as if never generated (pulls by tag generate it again)
+        return None
     shared_cache().set(f"wave:doc:{digest}", (row.media_type, content), CACHE_TTL)
     return content, row.media_type

@@ -25,7 +25,7 @@ from credentials.services import connect_check, registry_client
 from registry.augment import Document
 from registry.client import RegistryError
 from registry.ssrf import DestinationRefusedError, guarded_async_transport
-from requests_app.blobs import blob_key, blob_redirect_url
+from requests_app.blobs import BlobStoreUnavailable, blob_key, blob_redirect_url, blob_size
 from requests_app.proxy import (
     ProxyError,
     ProxyTarget,
@@ -204,16 +204,19 @@ def _file_chunks(key: str, start: int, length: int) -> AsyncIterator[bytes]:
 
 async def _serve_stored_blob(request: HttpRequest, key: str, digest: str) -> HttpResponseBase:
     # Presigning is local work, but the first call may look up credentials (instance metadata): off the loop.
-    redirect_to = (
-        await sync_to_async(blob_redirect_url, thread_sensitive=False)(key) if request.method == "GET" else None
-    )
-    if redirect_to is not None:  # a remote store serves the bytes (and ranges) itself
-        redirect = HttpResponse(status=307)
-        redirect["Location"] = redirect_to
-        redirect["Docker-Content-Digest"] = digest
-        redirect["Docker-Distribution-API-Version"] = "registry/2.0"
-        return redirect
-    size = await sync_to_async(default_storage.size, thread_sensitive=False)(key)
+    try:
+        redirect_to = await sync_to_async(blob_redirect_url, thread_sensitive=False)(key)
+        if redirect_to is not None and request.method == "GET":  # a remote store serves bytes and ranges itself
+            redirect = HttpResponse(status=307)
+            redirect["Location"] = redirect_to
+            redirect["Docker-Content-Digest"] = digest
+            redirect["Docker-Distribution-API-Version"] = "registry/2.0"
+            return redirect
+        size = await sync_to_async(blob_size, thread_sensitive=False)(key)
+    except FileNotFoundError:
+        return oci_error(404, "BLOB_UNKNOWN", f"Blob {digest} is missing from the blob store")
+    except BlobStoreUnavailable as exc:
+        return oci_error(503, "UNAVAILABLE", exc.message)
     try:
         byte_range = _parse_range(request.headers.get("Range"), size)
     except RangeNotSatisfiable:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from requests_app.blobs import blob_key
+from requests_app.blobs import blob_exists, blob_key
 from requests_app.models import ContainerRequest, InjectedLayer
 
 
@@ -27,4 +26,4 @@ def injected_layers_like(*, url: str, gzip_digest: str, gzip_size: int, tar_dige
 def injected_layer_verified_before(*, url: str, gzip_digest: str, gzip_size: int, tar_digest: str) -> bool:
     """This exact layer was downloaded and verified for an earlier request, and its blob is stored."""
     rows = injected_layers_like(url=url, gzip_digest=gzip_digest, gzip_size=gzip_size, tar_digest=tar_digest)
-    return rows.filter(state=InjectedLayer.State.READY).exists() and default_storage.exists(blob_key(gzip_digest))
+    return rows.filter(state=InjectedLayer.State.READY).exists() and blob_exists(blob_key(gzip_digest))

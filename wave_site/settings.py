@@ -212,9 +212,12 @@ WAVE_S3_ENDPOINT_URL = env_url("WAVE_S3_ENDPOINT_URL", None, schemes=frozenset({
 WAVE_S3_REGION = env_str("WAVE_S3_REGION")
 WAVE_BLOB_URL_TTL = env_int("WAVE_BLOB_URL_TTL", 900, minimum=60, maximum=7 * 24 * 3600)
 if WAVE_BLOB_STORE:
-    _blob_storage = s3_blob_storage(
-        WAVE_BLOB_STORE, endpoint_url=WAVE_S3_ENDPOINT_URL, region=WAVE_S3_REGION, url_ttl=WAVE_BLOB_URL_TTL
-    )
+    try:
+        _blob_storage = s3_blob_storage(
+            WAVE_BLOB_STORE, endpoint_url=WAVE_S3_ENDPOINT_URL, region=WAVE_S3_REGION, url_ttl=WAVE_BLOB_URL_TTL
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"WAVE_BLOB_STORE {exc}") from None
 else:
     _blob_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -317,5 +320,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": WAVE_LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # Quiet even at DEBUG: botocore logs request headers and credential responses (session tokens, keys).
+    "loggers": {
+        name: {"level": "WARNING"} for name in ("django.db.backends", "botocore", "boto3", "s3transfer", "urllib3")
+    },
 }

@@ -1,20 +1,58 @@
-"""Storage backend settings for the blob store."""
+"""The blob store's S3 backend and its settings."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from storages.backends.s3 import S3Storage
+
+_sessions: dict[tuple[Any, ...], boto3.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+class BlobS3Storage(S3Storage):  # type: ignore[misc]  # django-storages is untyped
+    """django-storages' S3 storage with one boto3 session per process instead of one per thread.
+
+    Each session loads the S3 service model anew (about 14 MB and a few hundred ms of CPU), and a web
+    process keeps dozens of request threads. Resources stay per thread (boto3 resources are not
+    thread-safe), made from the shared session under a lock.
+    """
+
+    def _create_session(self) -> boto3.Session:
+        key = (self.session_profile, self.access_key, self.secret_key, self.security_token)
+        session = _sessions.get(key)
+        if session is None:
+            session = _sessions.setdefault(key, super()._create_session())
+        return session
+
+    @property
+    def connection(self) -> Any:
+        with _sessions_lock:
+            return super().connection
 
 
 def s3_blob_storage(
     url: str, *, endpoint_url: str | None, region: str | None, url_ttl: int, **options: Any
 ) -> dict[str, Any]:
-    """django-storages settings for `s3://bucket[/prefix]`; `options` adds to them (tests pass keys)."""
+    """Storage settings for `s3://bucket[/prefix]`; `options` adds to them (tests pass keys).
+
+    ValueError when the URL is not of that form (credentials never belong in it).
+    """
     parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.hostname or parts.username or parts.password or parts.port:
+        raise ValueError("must be s3://bucket[/prefix], with credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    if not endpoint_url and not region:
+        raise ValueError("needs WAVE_S3_REGION on AWS: presigned URLs are signed for the bucket's region")
+    compatible = {}
+    if endpoint_url:  # MinIO, Ceph and other S3-compatible stores refuse the newer checksum headers
+        compatible = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
     return {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "wave_site.storage.BlobS3Storage",
         "OPTIONS": {
             "bucket_name": parts.netloc,
             "location": parts.path.strip("/"),
@@ -31,7 +69,10 @@ def s3_blob_storage(
                 connect_timeout=5,
                 read_timeout=60,
                 retries={"max_attempts": 3, "mode": "standard"},
+                **compatible,
             ),
+            # Multipart uploads of big layers: 8 MiB parts, two at a time, to keep memory low.
+            "transfer_config": TransferConfig(multipart_chunksize=8 * 1024 * 1024, max_concurrency=2),
             **options,
         },
     }

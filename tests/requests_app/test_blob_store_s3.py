@@ -97,3 +97,29 @@ def test_pulls_fetch_stored_blobs_from_the_bucket(
     stored = s3_blob_store.keys()
     assert f"wave/{blob_key(layer.gzip_digest)}" in stored
     assert len(stored) == 3  # the layer, the generated config and the generated manifest
+
+
+@pytest.mark.django_db
+def test_store_unavailable_is_503_and_stores_nothing(
+    post: Post, anonymous_image: PushedImage, s3_blob_store: S3Bucket
+) -> None:
+    s3_blob_store.client.delete_bucket(Bucket=s3_blob_store.name)
+    layer = make_layer({"a.txt": b"nowhere to go\n"})
+    response = post({"containerImage": anonymous_image.reference, "containerConfig": {"layers": [layer.as_request()]}})
+    assert response.status_code == 503
+    assert response.json() == {"message": "The blob store is unavailable: NoSuchBucket"}
+    assert not InjectedLayer.objects.exists()
+
+
+@pytest.mark.slow
+def test_a_blob_lost_by_the_store_is_blob_unknown(
+    s3_proxy: AsgiServer, post: Post, anonymous_image: PushedImage, s3_blob_store: S3Bucket
+) -> None:
+    layer = make_layer({"gone.txt": b"removed by a lifecycle rule\n"})
+    token = post(
+        {"containerImage": anonymous_image.reference, "containerConfig": {"layers": [layer.as_request()]}}
+    ).json()["containerToken"]
+    s3_blob_store.client.delete_object(Bucket=s3_blob_store.name, Key=f"wave/{blob_key(layer.gzip_digest)}")
+    head = httpx.head(f"{s3_proxy.url}/v2/wt/{token}/library/busybox/blobs/{layer.gzip_digest}")
+    assert head.status_code == 404
+    assert head.headers["Docker-Distribution-API-Version"] == "registry/2.0"

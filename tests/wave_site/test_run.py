@@ -185,6 +185,11 @@ def test_two_services_run_side_by_side_with_their_own_registries(tmp_path: Path)
             "wave: configuration error: REDIS_URL must be a URL with scheme redis, rediss, got 'http://x'",
         ),
         ("WAVE_BUILD_REPO", "http://reg.io/x", "wave: configuration error: WAVE_BUILD_REPO must be"),
+        (
+            "WAVE_BLOB_STORE",
+            "s3://AKIAEXAMPLE:topsecret@bucket/wave",
+            "wave: configuration error: WAVE_BLOB_STORE must be s3://bucket[/prefix], with credentials in AWS_",
+        ),
     ],
 )
 def test_bad_setting_stops_make_run_with_one_line(tmp_path: Path, variable: str, value: str, message: str) -> None:
@@ -200,6 +205,7 @@ def test_bad_setting_stops_make_run_with_one_line(tmp_path: Path, variable: str,
     assert len(errors) == 1
     assert errors[0].startswith(message)
     assert "Traceback" not in result.stderr
+    assert "topsecret" not in result.stderr + result.stdout
     assert not (tmp_path / "data" / "wave.sqlite3").exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/service-info", timeout=2)
