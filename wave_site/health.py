@@ -6,17 +6,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
-from botocore.config import Config
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files.storage import storages
 from django.db import connection
 
 from registry.endpoints import registry_base_url
-from wave_site.storage import BlobS3Storage
 
 CHECK_TIMEOUT = 3.0
 
@@ -70,16 +69,19 @@ def check_build_registry() -> str:
 
 
 def check_blob_store() -> str:
-    storage = storages["default"]
-    if isinstance(storage, BlobS3Storage):  # the bucket exists and the credentials may use it
+    storage: Any = storages["default"]
+    bucket = getattr(storage, "bucket_name", None)
+    if bucket is not None:  # S3: the bucket exists and the credentials may use it, answered quickly
+        from botocore.config import Config  # only where S3 is configured: botocore is heavy
+
         quick = Config(connect_timeout=CHECK_TIMEOUT, read_timeout=CHECK_TIMEOUT, retries={"max_attempts": 1})
         client = storage._create_session().client(
             "s3", endpoint_url=storage.endpoint_url, region_name=storage.region_name,
             config=storage.client_config.merge(quick),
         )  # fmt: skip
-        client.head_bucket(Bucket=storage.bucket_name)
-        return f"s3://{storage.bucket_name}"
-    location = Path(storage.location)  # type: ignore[attr-defined]
+        client.head_bucket(Bucket=bucket)
+        return f"s3://{bucket}"
+    location = Path(storage.location)
     location.mkdir(parents=True, exist_ok=True)
     if not os.access(location, os.W_OK):
         raise RuntimeError(f"blob folder {location} is not writable")

@@ -1,39 +1,9 @@
-"""The blob store's S3 backend and its settings."""
+"""Settings of the blob store's S3 backend (`wave_site.s3`), built only when one is configured."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 from urllib.parse import urlsplit
-
-import boto3
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-from storages.backends.s3 import S3Storage
-
-_sessions: dict[tuple[Any, ...], boto3.Session] = {}
-_sessions_lock = threading.Lock()
-
-
-class BlobS3Storage(S3Storage):  # type: ignore[misc]  # django-storages is untyped
-    """django-storages' S3 storage with one boto3 session per process instead of one per thread.
-
-    Each session loads the S3 service model anew (about 14 MB and a few hundred ms of CPU), and a web
-    process keeps dozens of request threads. Resources stay per thread (boto3 resources are not
-    thread-safe), made from the shared session under a lock.
-    """
-
-    def _create_session(self) -> boto3.Session:
-        key = (self.session_profile, self.access_key, self.secret_key, self.security_token)
-        session = _sessions.get(key)
-        if session is None:
-            session = _sessions.setdefault(key, super()._create_session())
-        return session
-
-    @property
-    def connection(self) -> Any:
-        with _sessions_lock:
-            return super().connection
 
 
 def s3_blob_storage(
@@ -41,8 +11,12 @@ def s3_blob_storage(
 ) -> dict[str, Any]:
     """Storage settings for `s3://bucket[/prefix]`; `options` adds to them (tests pass keys).
 
-    ValueError when the URL is not of that form (credentials never belong in it).
+    ValueError when the URL is not of that form (credentials never belong in it). boto3 is imported
+    here, not at module level: it costs every process tens of MB, and most never use S3.
     """
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
+
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.hostname or parts.username or parts.password or parts.port:
         raise ValueError("must be s3://bucket[/prefix], with credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
@@ -52,7 +26,7 @@ def s3_blob_storage(
     if endpoint_url:  # MinIO, Ceph and other S3-compatible stores refuse the newer checksum headers
         compatible = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
     return {
-        "BACKEND": "wave_site.storage.BlobS3Storage",
+        "BACKEND": "wave_site.s3.BlobS3Storage",
         "OPTIONS": {
             "bucket_name": parts.netloc,
             "location": parts.path.strip("/"),

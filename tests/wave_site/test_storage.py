@@ -8,7 +8,8 @@ import pytest
 from django.core.files.storage import storages
 
 from tests.support.s3 import S3Bucket
-from wave_site.storage import BlobS3Storage, s3_blob_storage
+from wave_site.s3 import BlobS3Storage
+from wave_site.storage import s3_blob_storage
 
 
 def test_s3_settings_from_a_bucket_url() -> None:
