@@ -202,21 +202,34 @@ def _file_chunks(key: str, start: int, length: int) -> AsyncIterator[bytes]:
     return chunks()
 
 
+def _redirect(location: str) -> HttpResponse:
+    response = HttpResponse(status=307)
+    response["Location"] = location
+    response["Docker-Distribution-API-Version"] = "registry/2.0"
+    return response
+
+
+def _stored_blob_location(key: str, *, method: str | None) -> str | int:
+    """Where a GET goes (a remote store's URL), else the blob's size: one trip off the event loop.
+
+    Presigning is local work, but its first call may look up credentials (instance metadata).
+    """
+    redirect_to = blob_redirect_url(key) if method == "GET" else None
+    return redirect_to if redirect_to is not None else blob_size(key)
+
+
 async def _serve_stored_blob(request: HttpRequest, key: str, digest: str) -> HttpResponseBase:
-    # Presigning is local work, but the first call may look up credentials (instance metadata): off the loop.
     try:
-        redirect_to = await sync_to_async(blob_redirect_url, thread_sensitive=False)(key)
-        if redirect_to is not None and request.method == "GET":  # a remote store serves bytes and ranges itself
-            redirect = HttpResponse(status=307)
-            redirect["Location"] = redirect_to
-            redirect["Docker-Content-Digest"] = digest
-            redirect["Docker-Distribution-API-Version"] = "registry/2.0"
-            return redirect
-        size = await sync_to_async(blob_size, thread_sensitive=False)(key)
+        location = await sync_to_async(_stored_blob_location, thread_sensitive=False)(key, method=request.method)
     except FileNotFoundError:
         return oci_error(404, "BLOB_UNKNOWN", f"Blob {digest} is missing from the blob store")
     except BlobStoreUnavailable as exc:
         return oci_error(503, "UNAVAILABLE", exc.message)
+    if isinstance(location, str):  # a remote store serves the bytes (and ranges) itself
+        redirect = _redirect(location)
+        redirect["Docker-Content-Digest"] = digest
+        return redirect
+    size = location
     try:
         byte_range = _parse_range(request.headers.get("Range"), size)
     except RangeNotSatisfiable:
@@ -296,10 +309,7 @@ async def _upstream_blob(request: HttpRequest, target: ProxyTarget, digest: str)
     if upstream.is_redirect:
         await upstream.aclose()
         # The client follows the redirect itself, without our credentials (another host, e.g. a CDN).
-        redirect = HttpResponse(status=307)
-        redirect["Location"] = urljoin(url, upstream.headers.get("Location", ""))
-        redirect["Docker-Distribution-API-Version"] = "registry/2.0"
-        return redirect
+        return _redirect(urljoin(url, upstream.headers.get("Location", "")))
     if upstream.status_code >= 400:
         await upstream.aclose()
         code = {401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN", 416: "RANGE_INVALID"}.get(

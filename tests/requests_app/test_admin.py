@@ -24,6 +24,13 @@ def make_request(token: str, image: str, **fields: object) -> ContainerRequest:
     return ContainerRequest.objects.create(token=token, source_image=image, **{**defaults, **fields})
 
 
+def make_failed_layer(request: ContainerRequest, *, gzip_digest: str, tar_digest: str, reason: str) -> InjectedLayer:
+    return InjectedLayer.objects.create(
+        request=request, position=0, kind="http", url="https://e.org/l.tgz", gzip_digest=gzip_digest,
+        gzip_size=10, tar_digest=tar_digest, state="failed", failure_reason=reason,
+    )  # fmt: skip
+
+
 def test_changelist_searches_by_token_image_and_fingerprint(operator: Client) -> None:
     make_request("aaaaaaaaaaaa", "quay.io/org/alpha:1", fingerprint="fp-alpha")
     make_request("bbbbbbbbbbbb", "docker.io/library/beta:2")
@@ -49,10 +56,9 @@ def test_state_filter(operator: Client) -> None:
 
 def test_request_page_shows_layers_read_only(operator: Client) -> None:
     request = make_request("aaaaaaaaaaaa", "a/b:1")
-    InjectedLayer.objects.create(
-        request=request, position=0, kind="http", url="https://e.org/l.tgz", gzip_digest="sha256:" + "d" * 64,
-        gzip_size=10, tar_digest="sha256:" + "e" * 64, state="failed", failure_reason="gzip digest mismatch",
-    )  # fmt: skip
+    make_failed_layer(
+        request, gzip_digest="sha256:" + "d" * 64, tar_digest="sha256:" + "e" * 64, reason="gzip digest mismatch"
+    )
     page = operator.get(f"/admin/requests_app/containerrequest/{request.pk}/change/").content.decode()
     assert "https://e.org/l.tgz" in page
     assert "gzip digest mismatch" in page
@@ -94,9 +100,8 @@ def test_request_page_shows_the_digests_served(operator: Client) -> None:
 
 def test_layers_list_shows_state_and_reason(operator: Client) -> None:
     request = make_request("eeeeeeeeeeee", "a/b:1")
-    InjectedLayer.objects.create(
-        request=request, position=0, kind="http", url="https://e.org/l.tgz", gzip_digest="sha256:" + "7" * 64,
-        gzip_size=10, tar_digest="sha256:" + "8" * 64, state="failed", failure_reason="Layer size does not match",
-    )  # fmt: skip
+    make_failed_layer(
+        request, gzip_digest="sha256:" + "7" * 64, tar_digest="sha256:" + "8" * 64, reason="Layer size does not match"
+    )
     page = operator.get("/admin/requests_app/injectedlayer/?state=failed").content.decode()
     assert "Layer size does not match" in page
