@@ -11,8 +11,8 @@ import contextlib
 from django.db import IntegrityError
 
 from registry.augment import Document
-from requests_app.blobs import blob_key, blob_read, blob_store_put
 from requests_app.models import GeneratedDocument
+from wave_site.blobstore import blob_key, blob_read, blob_store_put
 from wave_site.cache import shared_cache
 
 CACHE_TTL = 3600

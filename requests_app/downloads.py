@@ -18,12 +18,12 @@ import httpx
 from django.conf import settings
 from django.utils import timezone
 
-from credentials.services import connect_check, url_destination_check
+from credentials.policy import connect_check, url_destination_check
 from registry.ssrf import DestinationRefusedError, guarded_transport
-from requests_app.blobs import blob_key, blob_scratch_file, blob_store_put_file
 from requests_app.layers import CHUNK, TarDigest
 from requests_app.models import InjectedLayer
 from requests_app.selectors import injected_layer_verified_before, injected_layers_like
+from wave_site.blobstore import blob_key, blob_scratch_file, blob_store_put_file
 from wave_site.cache import shared_cache
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from credentials.services import registry_client
+from credentials.clients import registry_client
 from registry.augment import (
     INDEX_TYPES,
     MANIFEST_TYPES,

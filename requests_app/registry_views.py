@@ -21,11 +21,11 @@ from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from credentials.services import connect_check, registry_client
+from credentials.clients import registry_client
+from credentials.policy import connect_check
 from registry.augment import Document
 from registry.client import RegistryError
 from registry.ssrf import DestinationRefusedError, guarded_async_transport
-from requests_app.blobs import BlobStoreUnavailable, blob_key, blob_redirect_url, blob_size
 from requests_app.proxy import (
     ProxyError,
     ProxyTarget,
@@ -38,6 +38,7 @@ from requests_app.proxy import (
     resolve_token,
     served_recently,
 )
+from wave_site.blobstore import BlobStoreUnavailable, blob_key, blob_redirect_url, blob_size
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

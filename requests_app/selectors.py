@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from requests_app.blobs import blob_exists, blob_key
 from requests_app.models import ContainerRequest, InjectedLayer
+from wave_site.blobstore import blob_exists, blob_key
 
 
 def container_request_get_active(*, token: str) -> ContainerRequest | None:

@@ -15,7 +15,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from credentials.services import registry_client, url_destination_check
+from credentials.callers import Caller, tower_endpoint_of
+from credentials.clients import registry_client
+from credentials.policy import url_destination_check
 from credentials.static import static_credentials
 from registry.client import (
     ManifestUnknownError,
@@ -25,37 +27,21 @@ from registry.client import (
 )
 from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
-from requests_app.blobs import blob_key, blob_store_put
 from requests_app.layers import LayerSpec, decode_data_layer
 from requests_app.models import ContainerRequest, InjectedLayer
 from requests_app.proxy import forget_served
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.selectors import injected_layer_verified_before
 from requests_app.validation import check_request, is_build_request
+from wave_site.blobstore import blob_key, blob_store_put
 from wave_site.cache import shared_cache
 from wave_site.errors import BadRequest, NotFound, ServiceUnavailable, WaveError
 
 logger = logging.getLogger(__name__)
 
-LEGACY_TOWER_ENDPOINT = "https://api.tower.nf"
-CURRENT_TOWER_ENDPOINT = "https://api.cloud.seqera.io"
-
 
 class BuildsUnavailable(WaveError):
     status_code = 501
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who asked: the client IP, and the Tower user once the credentials issue identifies one."""
-
-    ip: str | None
-    user_id: int | None = None
-    user_name: str = ""
-
-    @property
-    def rate_limit_key(self) -> str:
-        return f"user:{self.user_id}" if self.user_id is not None else f"ip:{self.ip or 'unknown'}"
 
 
 def new_token() -> str:
@@ -69,11 +55,6 @@ def new_token() -> str:
 def target_image_for(token: str, ref: ImageReference) -> str:
     authority = urlsplit(settings.WAVE_SERVER_URL).netloc
     return f"{authority}/wt/{token}/{ref.path_and_version}"
-
-
-def tower_endpoint_of(value: str | None) -> str:
-    endpoint = (value or settings.WAVE_TOWER_ENDPOINT).rstrip("/")
-    return CURRENT_TOWER_ENDPOINT if endpoint == LEGACY_TOWER_ENDPOINT else endpoint
 
 
 def upstream_digest(ref: ImageReference, *, shown_name: str) -> str:

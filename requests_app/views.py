@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from credentials.callers import Caller
 from requests_app.api_examples import (
     DESCRIPTION_EXAMPLE,
     ERROR_EXAMPLES,
@@ -39,7 +40,7 @@ from requests_app.serializers import (
     present_status,
     present_token,
 )
-from requests_app.services import Caller, container_request_create, container_request_revoke
+from requests_app.services import container_request_create, container_request_revoke
 from wave_site.authentication import OperatorBasicAuthentication
 from wave_site.errors import NotFound, WaveError
 from wave_site.serializers import ErrorMessageSerializer

@@ -43,7 +43,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _clear_cache() -> None:
     from django.core.cache import cache
 
-    from credentials.services import registry_client
+    from credentials.clients import registry_client
 
     cache.delete_pattern("*")  # cache keys only: the Celery broker shares this Redis database
     registry_client.cache_clear()

@@ -16,12 +16,12 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from registry.reference import parse_image
-from requests_app.blobs import blob_key
 from requests_app.models import ContainerRequest, InjectedLayer
 from requests_app.services import new_token, target_image_for
 from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
 from tests.support.layers import make_layer
+from wave_site.blobstore import blob_key
 from wave_site.cache import shared_cache
 
 pytestmark = pytest.mark.django_db

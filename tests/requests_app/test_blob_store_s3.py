@@ -8,7 +8,6 @@ import httpx
 import pytest
 from django.conf import settings
 
-from requests_app.blobs import blob_key
 from requests_app.downloads import injected_layer_download
 from requests_app.models import InjectedLayer
 from tests.conftest import PushedImage
@@ -18,6 +17,7 @@ from tests.support.http_files import FileServer
 from tests.support.images import run, skopeo_copy, skopeo_inspect
 from tests.support.layers import make_layer
 from tests.support.s3 import S3Bucket
+from wave_site.blobstore import blob_key
 
 
 def local_blobs() -> list[Path]:

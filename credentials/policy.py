@@ -1,17 +1,16 @@
-"""Registry access for the rest of the service: the configured upstream client."""
+"""SSRF policy for every destination the service contacts on a client's behalf.
+
+Owns the allow list (`WAVE_SSRF_ALLOW`) and the always-trusted own registries (build and cache
+repositories); `registry.ssrf` holds the rules themselves (no Django).
+"""
 
 from __future__ import annotations
 
-import functools
 from urllib.parse import urlsplit
 
-import httpx
 from django.conf import settings
 
-from credentials.static import static_credentials
-from registry.client import DEFAULT_TIMEOUT, RegistryClient
-from registry.ssrf import DestinationRefusedError, address_check, check_destination, guarded_transport
-from wave_site.cache import shared_cache
+from registry.ssrf import DestinationRefusedError, address_check, check_destination
 
 
 def own_registries() -> list[str]:
@@ -41,16 +40,3 @@ def url_destination_check(url: str) -> None:
 def connect_check(host: str, port: int, address: str) -> None:
     """The SSRF rules again at connect time, on the address actually contacted (defeats DNS rebinding)."""
     address_check(allow=settings.WAVE_SSRF_ALLOW, trusted=own_registries())(host, port, address)
-
-
-@functools.cache
-def registry_client() -> RegistryClient:
-    """One client per process: connections are reused, tokens are shared through the cache."""
-    return RegistryClient(
-        http=httpx.Client(transport=guarded_transport(connect_check), timeout=DEFAULT_TIMEOUT, follow_redirects=False),
-        insecure=settings.WAVE_INSECURE_REGISTRIES,
-        credentials=static_credentials,
-        cache=shared_cache(),
-        check_destination=destination_check,
-        fingerprint_key=settings.SECRETS_ENCRYPTION_KEY,
-    )

@@ -1,4 +1,4 @@
-"""The blob store: injected layers and generated documents, by digest.
+"""The blob store: injected layers, generated documents and downloads on their way in, by digest.
 
 A folder of the data dir (Django's filesystem storage) or an S3-compatible store (django-storages).
 Blobs are written whole or not at all: on the filesystem under a temporary name renamed into place,
