@@ -8,7 +8,8 @@ from wave_site.redact import redact_text, redact_url
 def test_user_info_and_signatures_are_redacted_host_and_path_kept() -> None:
     shown = redact_url("http://alice:pass@host:8080/x/layer.tar.gz?X-Amz-Signature=abc&part=1&X-Amz-Credential=zz")
     assert shown == "http://REDACTED@host:8080/x/layer.tar.gz?X-Amz-Signature=REDACTED&part=1&X-Amz-Credential=REDACTED"
-    assert "alice" not in shown and "pass" not in shown and "abc" not in shown
+    assert "alice" not in shown
+    assert "abc" not in shown
 
 
 def test_plain_url_is_unchanged() -> None:
