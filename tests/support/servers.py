@@ -210,7 +210,9 @@ class PrivatePostgres(_Server):
     def _signal_all(self, sig: signal.Signals) -> list[int]:
         # `runuser` stays as the parent of the postmaster: signal the postmaster itself (SIGTERM there is a
         # "smart" shutdown that waits for clients, so a clean stop is SIGINT, "fast"), and on SIGKILL its
-        # backends too, which would otherwise keep the shared memory busy and block a restart.
+        # backends too, which would otherwise keep the shared memory busy and block a restart. `runuser` itself
+        # is left to reap the postmaster and exit: killed first, it would leave a zombie whose pid still
+        # holds postmaster.pid.
         postmaster = self._postmaster_pid()
         pids = [pid for pid in [postmaster] if pid is not None and _is_alive(pid)]
         if sig == signal.SIGKILL and postmaster is not None:
@@ -218,9 +220,6 @@ class PrivatePostgres(_Server):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT if sig == signal.SIGTERM else sig)
-        if self.process is not None and sig == signal.SIGKILL:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
         return pids
 
 
