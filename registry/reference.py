@@ -6,6 +6,7 @@ get `library/`, a missing tag is `latest`. A reference carries a tag, a digest, 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -17,7 +18,6 @@ TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 HOSTNAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
-IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 
 
 class InvalidReferenceError(ValueError):
@@ -60,14 +60,22 @@ def _is_registry_component(component: str) -> bool:
     return "." in component or ":" in component or component == "localhost"
 
 
+def _is_ipv6(text: str) -> bool:
+    """An IPv6 address as written between brackets (no zone: registries are not reached by link-local names)."""
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _valid_registry(authority: str) -> bool:
     if authority.startswith("["):
-        host, _, rest = authority.partition("]")
-        host += "]"
-        port = rest[1:] if rest.startswith(":") else None
-        if rest and not rest.startswith(":"):
-            return False
-        host_ok = bool(IPV6.fullmatch(host))
+        host, bracket, rest = authority[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return False  # `[::1` is not a registry: its bracket is never closed
+        port = rest[1:] if rest else None
+        host_ok = "%" not in host and _is_ipv6(host)
     else:
         host, sep, port_text = authority.partition(":")
         port = port_text if sep else None

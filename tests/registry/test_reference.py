@@ -26,6 +26,8 @@ DIGEST = "sha256:" + "a" * 64
         ("127.0.0.1:5000/foo/bar:1.0-rc_1", "127.0.0.1:5000/foo/bar:1.0-rc_1"),
         ("Registry.Example.COM/a__b/c-d.e:TAG", "registry.example.com/a__b/c-d.e:TAG"),
         ("[::1]:5000/foo:1", "[::1]:5000/foo:1"),
+        ("[::1]/foo", "[::1]/foo:latest"),
+        ("[2001:DB8::1]:5000/foo", "[2001:db8::1]:5000/foo:latest"),
     ],
 )
 def test_normalises(value: str, normalised: str) -> None:
@@ -68,6 +70,12 @@ def test_protocol_prefix_is_an_invalid_repository_name() -> None:
         "ubuntu:" + "t" * 129,
         "-leading/dash",
         "quay.io:99999/foo",
+        "[::1/a",  # the bracket never closes: not the registry `[::1`
+        "[:::]/foo",
+        "[:::]:5000/foo",
+        "[1.2.3.4]/foo",
+        "[fe80::1%eth0]/foo",
+        "[::1]x/foo",
     ],
 )
 def test_malformed_names_are_invalid_image_names(value: str) -> None:
@@ -79,6 +87,6 @@ def test_malformed_names_are_invalid_image_names(value: str) -> None:
 def test_parse_repository() -> None:
     assert parse_repository("docker.io/user/my-image") == ("docker.io", "user/my-image")
     assert parse_repository("localhost:5000/wave/build") == ("localhost:5000", "wave/build")
-    for bad in ("quay.io", "user/my-image", "quay.io/UPPER", "quay.io/a//b"):
+    for bad in ("quay.io", "user/my-image", "quay.io/UPPER", "quay.io/a//b", "[::1/a/b", "[:::]/a"):
         with pytest.raises(ValueError, match=re.escape(bad)):
             parse_repository(bad)
