@@ -10,13 +10,31 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from registry.endpoints import split_host_port
 from registry.ssrf import DestinationRefusedError, address_check, check_destination
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def own_registries() -> list[str]:
-    """Hosts of the service's own build and cache repositories: always trusted."""
-    repos = [settings.WAVE_BUILD_REPO, settings.WAVE_CACHE_REPO]
-    return [repo.split("/", 1)[0] for repo in repos if repo]
+    """Authorities of the service's own build and cache repositories: always trusted.
+
+    A registry on loopback (the one `make run` starts, `localhost:5000`) is trusted under each loopback
+    name on the same port, so that users may name it `127.0.0.1:5000` too; other local ports stay refused.
+    """
+    authorities: list[str] = []
+    for repo in (settings.WAVE_BUILD_REPO, settings.WAVE_CACHE_REPO):
+        if not repo:
+            continue
+        authority = repo.split("/", 1)[0].lower()
+        host, port = split_host_port(authority)
+        if host in LOOPBACK_HOSTS:
+            suffix = f":{port}" if port is not None else ""
+            aliases = [f"{name}{suffix}" for name in ("localhost", "127.0.0.1", "[::1]")]
+        else:
+            aliases = [authority]
+        authorities += [alias for alias in aliases if alias not in authorities]
+    return authorities
 
 
 def destination_check(authority: str) -> None:
@@ -30,9 +48,9 @@ def url_destination_check(url: str) -> None:
     try:
         port = parts.port
     except ValueError:
-        raise DestinationRefusedError(parts.netloc, "the port is invalid") from None
+        raise DestinationRefusedError(parts.netloc, "the port is invalid", can_be_allowed=False) from None
     if not parts.hostname:
-        raise DestinationRefusedError(url[:60], "the URL names no host")
+        raise DestinationRefusedError(url[:60], "the URL names no host", can_be_allowed=False)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     destination_check(f"{host}:{port}" if port else host)
 

@@ -22,8 +22,11 @@ METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-da
 
 
 class DestinationRefusedError(Exception):
-    def __init__(self, host: str, reason: str) -> None:
-        super().__init__(f"Destination '{host}' is not allowed: {reason}")
+    """A refused destination; the message names the way out (`WAVE_SSRF_ALLOW`) when allowing the host would help."""
+
+    def __init__(self, host: str, reason: str, *, can_be_allowed: bool = True) -> None:
+        hint = f" (set WAVE_SSRF_ALLOW={host} to allow it)" if can_be_allowed else ""
+        super().__init__(f"Destination '{host}' is not allowed: {reason}{hint}")
         self.host = host
         self.message = str(self)
 
@@ -78,7 +81,8 @@ def address_check(*, allow: Iterable[str] = (), trusted: Iterable[str] = ()) -> 
 
     def check(host: str, port: int, address: str) -> None:
         name = host.lower().strip("[]")
-        if name in allowed_hosts or f"{name}:{port}" in trusted_authorities or name in trusted_authorities:
+        authority = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+        if name in allowed_hosts or authority in trusted_authorities or name in trusted_authorities:
             return
         if not _is_public(address):
             raise DestinationRefusedError(name, "it resolves to a private or local address")

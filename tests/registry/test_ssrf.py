@@ -19,7 +19,26 @@ def test_local_private_and_metadata_destinations_are_refused(authority: str) -> 
 def test_unresolvable_host_fails_closed() -> None:
     with pytest.raises(DestinationRefusedError) as error:
         check_destination("no-such-host.invalid")
-    assert error.value.message == "Destination 'no-such-host.invalid' is not allowed: the host name does not resolve"
+    assert error.value.message == (
+        "Destination 'no-such-host.invalid' is not allowed: the host name does not resolve"
+        " (set WAVE_SSRF_ALLOW=no-such-host.invalid to allow it)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("authority", "host", "reason"),
+    [("127.0.0.1:5000", "127.0.0.1", "it resolves to a private or local address"),
+     ("localhost:5999", "localhost", "it resolves to a private or local address"),
+     ("[::1]:5000", "::1", "it resolves to a private or local address"),
+     ("metadata.google.internal", "metadata.google.internal", "cloud metadata service")],
+)  # fmt: skip
+def test_every_refusal_names_the_setting_that_allows_the_host(authority: str, host: str, reason: str) -> None:
+    with pytest.raises(DestinationRefusedError) as error:
+        check_destination(authority)
+    assert (
+        error.value.message == f"Destination '{host}' is not allowed: {reason} (set WAVE_SSRF_ALLOW={host} to allow it)"
+    )
+    check_destination(authority, allow=[host])  # the named way out works
 
 
 def test_public_addresses_pass() -> None:
@@ -43,9 +62,21 @@ def test_connections_are_checked_on_the_address_actually_contacted(anonymous_ima
 
     port = anonymous_image.registry.host.split(":")[1]
     refusing = httpx.Client(transport=guarded_transport(address_check(allow=[])))
-    with pytest.raises(DestinationRefusedError, match="Destination 'localhost' is not allowed"):
+    with pytest.raises(DestinationRefusedError) as error:
         refusing.get(f"http://localhost:{port}/v2/")
+    assert error.value.message == (
+        "Destination 'localhost' is not allowed: it resolves to a private or local address"
+        " (set WAVE_SSRF_ALLOW=localhost to allow it)"
+    )
     allowing = httpx.Client(transport=guarded_transport(address_check(allow=["localhost"])))
     assert allowing.get(f"http://localhost:{port}/v2/").status_code == 200
     trusting = httpx.Client(transport=guarded_transport(address_check(trusted=[f"127.0.0.1:{port}"])))
     assert trusting.get(f"http://127.0.0.1:{port}/v2/").status_code == 200
+
+
+def test_trusted_ipv6_authority_is_matched_with_brackets() -> None:
+    from registry.ssrf import address_check
+
+    address_check(trusted=["[::1]:5000"])("::1", 5000, "::1")
+    with pytest.raises(DestinationRefusedError):
+        address_check(trusted=["[::1]:5000"])("::1", 5001, "::1")

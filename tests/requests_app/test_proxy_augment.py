@@ -190,7 +190,8 @@ def test_bad_layer_fails_the_pull_with_a_clear_error(
         "unreachable": (layer.as_request(location=f"{file_server.url}/missing.tar.gz"),
                         f"Download of {file_server.url}/missing.tar.gz answered HTTP 404"),
         "ssrf": (layer.as_request(location=f"{file_server.url}/redirect?to=http://169.254.169.254/layer.tar.gz"),
-                 "Destination '169.254.169.254' is not allowed: it resolves to a private or local address"),
+                 "Destination '169.254.169.254' is not allowed: it resolves to a private or local address"
+                 " (set WAVE_SSRF_ALLOW=169.254.169.254 to allow it)"),
     }[problem]  # fmt: skip
     token = post({"containerImage": anonymous_image.reference, "containerConfig": {"layers": [request]}}).json()[
         "containerToken"

@@ -291,7 +291,8 @@ def test_source_on_a_private_address_is_refused(post: Post, image: str, settings
     settings.WAVE_SSRF_ALLOW = []
     assert_rejected(
         post({"containerImage": image}),
-        "Destination '127.0.0.1' is not allowed: it resolves to a private or local address",
+        "Destination '127.0.0.1' is not allowed: it resolves to a private or local address"
+        " (set WAVE_SSRF_ALLOW=127.0.0.1 to allow it)",
     )
 
 
@@ -350,5 +351,6 @@ def test_layer_location_on_a_private_address_is_refused(post: Post, image: str, 
     layer = make_layer({"a": b"1"}).as_request(location="http://user:pw@169.254.169.254:80/latest/meta-data")
     assert_rejected(
         post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
-        "Destination '169.254.169.254' is not allowed: it resolves to a private or local address",
+        "Destination '169.254.169.254' is not allowed: it resolves to a private or local address"
+        " (set WAVE_SSRF_ALLOW=169.254.169.254 to allow it)",
     )
