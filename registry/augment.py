@@ -1,7 +1,8 @@
 """Augmenting an image: new config and manifest documents, and index rewriting.
 
 Pure functions over bytes: every document produced is serialised once, and its digest is the sha256
-of exactly those bytes, which is what the proxy then serves.
+of exactly those bytes, which is what the proxy then serves. Upstream documents are untrusted: every
+digest they name (config, layers, index entries) must be well-formed before it is used or passed on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry.client import is_digest
 from registry.platform import Platform
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -155,10 +157,15 @@ def augment_image_manifest(
     try:
         manifest = json.loads(manifest_bytes)
         config_digest = manifest.get("config", {}).get("digest")
+        layers = manifest.get("layers") or []
     except (ValueError, AttributeError, RecursionError):
         raise _malformed("manifest") from None
     if not config_digest:
         raise AugmentError("The upstream manifest has no config")
+    if not is_digest(config_digest) or not isinstance(layers, list):
+        raise _malformed("manifest")
+    if not all(isinstance(layer, dict) and is_digest(layer.get("digest")) for layer in layers):
+        raise _malformed("manifest")
     config_media_type = manifest["config"].get("mediaType") or (
         OCI_CONFIG if media_type == OCI_MANIFEST else DOCKER_CONFIG
     )
@@ -191,12 +198,16 @@ def augment_index(
     entries = []
     matched = False
     for entry in index_entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+        if not isinstance(entry, dict) or not is_digest(entry.get("digest")):
             raise _malformed("image index")
-        if platform.matches(entry.get("platform") or {}):
+        entry_platform = entry.get("platform") or {}
+        declared = entry.get("mediaType")
+        if not isinstance(entry_platform, dict) or not isinstance(declared, str | None):
+            raise _malformed("image index")
+        if platform.matches(entry_platform):
             matched = True
             content, entry_type = fetch_manifest(entry["digest"])
-            entry_type = media_type_of(content, entry.get("mediaType") or entry_type)
+            entry_type = media_type_of(content, declared or entry_type)
             if entry_type not in MANIFEST_TYPES:
                 raise AugmentError(f"Unsupported manifest type '{entry_type}' in the image index")
             result = augment_image_manifest(content, entry_type, config, fetch_blob)

@@ -5,11 +5,16 @@ the realm it names (`service` and `scope=repository:<name>:pull`, Basic credenti
 Tokens are cached (through the `cache` passed in, shared by every process when it is Redis) for
 their `expires_in`; on a 401 the cached token is dropped and the request retried, twice at most.
 429 and 5xx answers are retried with bounded backoff. Redirects are never followed with credentials.
+
+One client serves every caller: `for_credentials` gives a view with other credentials that shares the
+connection pool and the token cache (token keys name the credentials by a keyed fingerprint). Only
+well-formed tags and digests are ever put in a URL, whatever an upstream document says.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import re
@@ -17,12 +22,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
 from registry.endpoints import registry_base_url
-from registry.reference import ImageReference
+from registry.reference import DIGEST, SHA256_DIGEST, TAG, ImageReference
 
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -37,6 +42,31 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
 CHALLENGE_TTL = 300
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_TOKEN_TTL = 60
+DEFAULT_RETRY_AFTER = 10
+KEY_PREFIX = "wave:registry"
+CredentialsLookup = Callable[[str], "Credentials | None"]
+
+
+def challenge_key(registry: str) -> str:
+    """Cache key of a registry's auth challenge."""
+    return f"{KEY_PREFIX}:challenge:{registry}"
+
+
+def token_key(registry: str, repository: str, identity: str) -> str:
+    """Cache key of a pull token for `repository`, per credentials identity (see `RegistryClient.identity`)."""
+    return f"{KEY_PREFIX}:token:{registry}:{repository}:{identity}"
+
+
+def is_digest(value: object) -> bool:
+    """A well-formed digest (`algorithm:hex`; sha256 with exactly 64 lowercase hex digits)."""
+    if not isinstance(value, str) or not DIGEST.fullmatch(value):
+        return False
+    return not value.startswith("sha256:") or bool(SHA256_DIGEST.fullmatch(value))
+
+
+def is_reference(value: object) -> bool:
+    """A tag or a well-formed digest: what may follow `/manifests/` in a URL."""
+    return is_digest(value) or (isinstance(value, str) and bool(TAG.fullmatch(value)))
 
 
 class Cache(Protocol):
@@ -66,9 +96,7 @@ class ManifestInfo:
 
 
 class RegistryError(Exception):
-    """An upstream failure; `status` is what it means for our client (404, 401, 403, 503...)."""
-
-    status = 502
+    """An upstream failure; this base class: the registry answered something unusable."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -76,19 +104,39 @@ class RegistryError(Exception):
 
 
 class ManifestUnknownError(RegistryError):
-    status = 404
+    """The registry does not know the manifest (or the blob, or the repository) asked for."""
+
+
+class BlobUnknownError(ManifestUnknownError):
+    pass
+
+
+class RepositoryUnknownError(ManifestUnknownError):
+    pass
 
 
 class RegistryUnauthorizedError(RegistryError):
-    status = 401
+    pass
 
 
 class RegistryDeniedError(RegistryError):
-    status = 403
+    pass
 
 
 class RegistryUnavailableError(RegistryError):
-    status = 503
+    """Unreachable, or failing (5xx): worth retrying later."""
+
+
+class RegistryRateLimitedError(RegistryUnavailableError):
+    """The registry answered 429 (still, after our retries); `retry_after` is its advice, in seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnsafeReferenceError(RegistryError):
+    """A tag or digest that is not well-formed (from a hostile document, say): never put in a URL."""
 
 
 @dataclass(frozen=True)
@@ -114,15 +162,17 @@ def parse_challenge(header: str | None) -> Challenge:
 
 
 @dataclass(frozen=True)
-class _Named:
-    """Enough of a reference to name what failed."""
+class Resource:
+    """Enough of a reference to name what failed: `registry/repository:version` (or `@digest`)."""
 
     registry: str
     repository: str
-    version: str
+    version: str = ""  # empty: the repository itself
 
     def __str__(self) -> str:
-        separator = "@" if self.version.startswith("sha256:") else ":"
+        if not self.version:
+            return f"{self.registry}/{self.repository}"
+        separator = "@" if ":" in self.version else ":"
         return f"{self.registry}/{self.repository}{separator}{self.version}"
 
 
@@ -131,7 +181,7 @@ class RegistryClient:
         self,
         *,
         insecure: Iterable[str],
-        credentials: Callable[[str], Credentials | None],
+        credentials: CredentialsLookup,
         cache: Cache,
         check_destination: Callable[[str], None] = lambda authority: None,
         http: httpx.Client | None = None,
@@ -149,28 +199,42 @@ class RegistryClient:
         self.backoff = backoff
 
     # --- public API ---------------------------------------------------------------------------
+    def for_credentials(self, credentials: CredentialsLookup) -> RegistryClient:
+        """This client pulling with other credentials (a caller's own): same connections, same token cache."""
+        view = copy.copy(self)
+        view.credentials = credentials
+        return view
+
+    def identity(self, registry: str) -> str:
+        """Who this client is at `registry`, for cache keys: a keyed fingerprint of its credentials, or anonymous."""
+        credentials = self.credentials(registry)
+        return credentials.fingerprint(self.fingerprint_key) if credentials else "anonymous"
+
     def head_manifest(self, ref: ImageReference) -> ManifestInfo:
         """Digest, media type and size of a manifest, by tag or digest."""
+        _check_reference(ref.version)
         path = f"/v2/{ref.repository}/manifests/{ref.version}"
         response = self.request("HEAD", ref.registry, ref.repository, path, headers={"Accept": MANIFEST_ACCEPT})
-        self._raise_for_status(response, ref)
+        self.raise_for_status(response, ref)
         digest = response.headers.get("Docker-Content-Digest")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         length = response.headers.get("Content-Length") or ""
         size = int(length) if length.isascii() and length.isdigit() else 0
-        if not digest:
+        if not is_digest(digest):
             # Some registries omit the digest on HEAD: fetch the bytes and hash them.
             full = self.request("GET", ref.registry, ref.repository, path, headers={"Accept": MANIFEST_ACCEPT})
-            self._raise_for_status(full, ref)
+            self.raise_for_status(full, ref)
             digest = "sha256:" + hashlib.sha256(full.content).hexdigest()
             size = len(full.content)
+        assert digest is not None
         return ManifestInfo(digest=digest, media_type=media_type, size=size)
 
     def get_manifest(self, registry: str, repository: str, reference: str) -> tuple[bytes, str, str]:
         """A manifest's exact bytes, media type and digest (sha256 of the bytes), by tag or digest."""
+        _check_reference(reference)
         path = f"/v2/{repository}/manifests/{reference}"
         response = self.request("GET", registry, repository, path, headers={"Accept": MANIFEST_ACCEPT})
-        self._raise_for_status(response, _Named(registry, repository, reference))
+        self.raise_for_status(response, Resource(registry, repository, reference))
         content = response.content
         digest = "sha256:" + hashlib.sha256(content).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
@@ -180,6 +244,8 @@ class RegistryClient:
 
     def get_blob(self, registry: str, repository: str, digest: str, *, max_size: int = 16 * 1024 * 1024) -> bytes:
         """A small blob (an image config), verified against its digest; redirects followed without credentials."""
+        if not is_digest(digest):
+            raise UnsafeReferenceError(f"Refusing to fetch blob '{digest[:80]}': not a digest")
         response = self.request("GET", registry, repository, f"/v2/{repository}/blobs/{digest}")
         hops = 0
         while response.is_redirect and hops < 5:
@@ -188,7 +254,7 @@ class RegistryClient:
             self.check_destination(target.netloc)
             response = self._send("GET", str(response.url.join(location)), {})
             hops += 1
-        self._raise_for_status(response, _Named(registry, repository, digest))
+        self.raise_for_status(response, Resource(registry, repository, digest), unknown=BlobUnknownError)
         content = response.content
         if len(content) > max_size:
             raise RegistryError(f"Blob {digest} is larger than {max_size} bytes")
@@ -196,10 +262,28 @@ class RegistryClient:
             raise RegistryError(f"Registry '{registry}' sent a blob that does not match digest {digest}")
         return content
 
+    def list_tags(self, registry: str, repository: str, *, page: dict[str, str]) -> tuple[list[str], str | None]:
+        """One page of a repository's tags (`n`, `last` as the spec names them) and the `Link` to the next."""
+        query = urlencode(page)
+        path = f"/v2/{repository}/tags/list" + (f"?{query}" if query else "")
+        response = self.request("GET", registry, repository, path)
+        self.raise_for_status(response, Resource(registry, repository), unknown=RepositoryUnknownError)
+        try:
+            tags = response.json().get("tags") or []
+        except (ValueError, AttributeError, RecursionError):
+            tags = None
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            raise RegistryError(f"Registry '{registry}' sent an unreadable tags list")
+        return tags, response.headers.get("Link")
+
     def authorization(self, registry: str, repository: str) -> str | None:
         """The Authorization header value for pulling `repository` (for callers that stream themselves)."""
         self.check_destination(registry)
         return self._authorization(registry, repository, self.credentials(registry), fresh=False)
+
+    def forget_authorization(self, registry: str, repository: str) -> None:
+        """Drop the cached token and challenge (the registry answered 401 to them): the next call fetches anew."""
+        self._forget(registry, repository, self.credentials(registry))
 
     def base_url(self, registry: str) -> str:
         return registry_base_url(registry, self.insecure)
@@ -223,14 +307,39 @@ class RegistryClient:
             challenge = parse_challenge(response.headers.get("WWW-Authenticate"))
             if challenge.scheme != "anonymous":
                 # The resource's own challenge wins over the /v2/ probe's (a registry may leave /v2/ open).
-                self.cache.set(f"wave:registry:challenge:{registry}", challenge.__dict__, CHALLENGE_TTL)
+                self.cache.set(challenge_key(registry), challenge.__dict__, CHALLENGE_TTL)
             if authorization is None and challenge.scheme == "anonymous":
                 break  # nothing to authenticate with: asking again cannot help
         return response
 
+    @staticmethod
+    def raise_for_status(
+        response: httpx.Response, ref: ImageReference | Resource, *, unknown: type[RegistryError] = ManifestUnknownError
+    ) -> None:
+        """The registry error an answer means (nothing below 300); `unknown` is raised for a 404."""
+        status = response.status_code
+        if status < 300:
+            return
+        if status == 404:
+            names: dict[type[RegistryError], str] = {BlobUnknownError: "Blob", RepositoryUnknownError: "Repository"}
+            what = names.get(unknown, "Manifest")
+            raise unknown(f"{what} '{ref}' not found")
+        if status == 401:
+            raise RegistryUnauthorizedError(f"Registry '{ref.registry}' requires authentication for '{ref}'")
+        if status == 403:
+            raise RegistryDeniedError(f"Registry '{ref.registry}' denied access to '{ref}'")
+        if status == 429:
+            raise RegistryRateLimitedError(
+                f"Registry '{ref.registry}' answered {status} for '{ref}'",
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+            )
+        if status >= 500:
+            raise RegistryUnavailableError(f"Registry '{ref.registry}' answered {status} for '{ref}'")
+        raise RegistryError(f"Registry '{ref.registry}' answered {status} for '{ref}'")
+
     # --- auth ---------------------------------------------------------------------------------
     def _challenge(self, registry: str, *, fresh: bool) -> Challenge:
-        key = f"wave:registry:challenge:{registry}"
+        key = challenge_key(registry)
         cached = None if fresh else self.cache.get(key)
         if isinstance(cached, dict):
             return Challenge(**cached)
@@ -246,11 +355,11 @@ class RegistryClient:
 
     def _token_key(self, registry: str, repository: str, credentials: Credentials | None) -> str:
         who = credentials.fingerprint(self.fingerprint_key) if credentials else "anonymous"
-        return f"wave:registry:token:{registry}:{repository}:{who}"
+        return token_key(registry, repository, who)
 
     def _forget(self, registry: str, repository: str, credentials: Credentials | None) -> None:
         self.cache.delete(self._token_key(registry, repository, credentials))
-        self.cache.delete(f"wave:registry:challenge:{registry}")
+        self.cache.delete(challenge_key(registry))
 
     def _authorization(
         self, registry: str, repository: str, credentials: Credentials | None, *, fresh: bool
@@ -345,17 +454,14 @@ class RegistryClient:
             time.sleep(self.backoff * (2**attempt))
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _raise_for_status(response: httpx.Response, ref: ImageReference | _Named) -> None:
-        status = response.status_code
-        if status < 300:
-            return
-        if status == 404:
-            raise ManifestUnknownError(f"Manifest '{ref}' not found")
-        if status == 401:
-            raise RegistryUnauthorizedError(f"Registry '{ref.registry}' requires authentication for '{ref}'")
-        if status == 403:
-            raise RegistryDeniedError(f"Registry '{ref.registry}' denied access to '{ref}'")
-        if status == 429 or status >= 500:
-            raise RegistryUnavailableError(f"Registry '{ref.registry}' answered {status} for '{ref}'")
-        raise RegistryError(f"Registry '{ref.registry}' answered {status} for '{ref}'")
+
+def _check_reference(reference: str) -> None:
+    if not is_reference(reference):
+        raise UnsafeReferenceError(f"Refusing to fetch manifest '{reference[:80]}': not a tag or digest")
+
+
+def _retry_after(value: str | None) -> int:
+    """Seconds from a `Retry-After` header (delay-seconds only; a date or garbage: the default), 1..3600."""
+    text = (value or "").strip()
+    seconds = int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else DEFAULT_RETRY_AFTER
+    return min(max(seconds, 1), 3600)

@@ -1,4 +1,4 @@
-"""Fixed-window rate limits in the shared cache (Redis): builds per hour, pulls per minute."""
+"""Fixed-window rate limits in the shared cache (Redis): builds per hour, pulls per minute; their cache keys."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def limits() -> dict[str, Limit]:
     }
 
 
+def rate_limit_key(kind: str, key: str, window_start: int) -> str:
+    return f"wave:ratelimit:{kind}:{key}:{window_start}"
+
+
 def rate_limit_acquire(*, kind: str, key: str, now: float | None = None) -> None:
     """Count one `kind` event for `key` (Tower user id or client IP); TooManyRequests past the limit."""
     limit = limits()[kind]
@@ -33,13 +37,12 @@ def rate_limit_acquire(*, kind: str, key: str, now: float | None = None) -> None
         return
     now = time.time() if now is None else now
     window_start = int(now // limit.window) * limit.window
-    cache_key = f"wave:ratelimit:{kind}:{key}:{window_start}"
-    shared_cache().add(cache_key, 0, timeout=limit.window + 5)
+    cache_key = rate_limit_key(kind, key, window_start)
+    cache = shared_cache()
     try:
-        used = shared_cache().incr(cache_key)
-    except ValueError:  # expired between add and incr: a new window
-        shared_cache().add(cache_key, 1, timeout=limit.window + 5)
-        used = 1
+        used = cache.incr(cache_key)  # one round trip once the window has its counter
+    except ValueError:  # the window's first event
+        used = 1 if cache.add(cache_key, 1, timeout=limit.window + 5) else cache.incr(cache_key)
     if used > limit.count:
         retry_after = max(1, int(window_start + limit.window - now))
         raise TooManyRequests(

@@ -18,7 +18,6 @@ from django.utils import timezone
 from credentials.callers import Caller, tower_endpoint_of
 from credentials.clients import registry_client
 from credentials.policy import url_destination_check
-from credentials.static import static_credentials
 from registry.client import (
     ManifestUnknownError,
     RegistryDeniedError,
@@ -29,7 +28,8 @@ from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
 from requests_app.layers import LayerSpec, decode_data_layer
 from requests_app.models import ContainerRequest, InjectedLayer
-from requests_app.proxy import forget_served
+from requests_app.oci.manifests import upstream_check_key
+from requests_app.oci.tokens import token_mark_revoked
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.selectors import injected_layer_verified_before
 from requests_app.validation import check_request, is_build_request
@@ -59,9 +59,7 @@ def target_image_for(token: str, ref: ImageReference) -> str:
 
 def upstream_digest(ref: ImageReference, *, shown_name: str) -> str:
     """The source manifest's digest (HEAD upstream with the resolved credentials), cached briefly."""
-    credentials = static_credentials(ref.registry)
-    who = credentials.fingerprint(settings.SECRETS_ENCRYPTION_KEY) if credentials else "anonymous"
-    key = f"wave:upstream:manifest:{ref}:{who}"
+    key = upstream_check_key(ref, identity=registry_client().identity(ref.registry))
     cached = shared_cache().get(key)
     if isinstance(cached, str):
         return cached
@@ -219,9 +217,7 @@ def container_request_revoke(*, token: str) -> ContainerRequest:
     if updated != 1:
         raise NotFound(f"Unknown container token '{token}'")
     # The marker outlives any cached copy of the token, so that no process can serve it again.
-    shared_cache().set(f"wave:revoked:{token}", 1, settings.WAVE_TOKEN_TTL)
-    shared_cache().delete(f"wave:token:{token}")
-    forget_served(token)
+    token_mark_revoked(token=token)
     logger.info("container token %s revoked", token)
     return ContainerRequest.objects.get(token=token)
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from requests_app import registry_views, views
+from requests_app import views
+from requests_app.oci import views as oci_views
 
 urlpatterns = [
     path("container-token", views.ContainerTokenV1View.as_view(), name="container-token"),
@@ -14,13 +15,13 @@ urlpatterns = [
 
 # The OCI registry proxy: image names contain slashes, so the name is everything before the last verb.
 urlpatterns += [
-    path("v2/", registry_views.v2_root, name="v2-root"),
+    path("v2/", oci_views.v2_root, name="v2-root"),
     re_path(
         r"^v2/wt/(?P<token>[^/]+)/(?P<name>.+)/manifests/(?P<reference>[^/]+)$",
-        registry_views.manifest,
+        oci_views.manifest,
         name="v2-manifest",
     ),
-    re_path(r"^v2/wt/(?P<token>[^/]+)/(?P<name>.+)/blobs/(?P<digest>[^/]+)$", registry_views.blob, name="v2-blob"),
-    re_path(r"^v2/wt/(?P<token>[^/]+)/(?P<name>.+)/tags/list$", registry_views.tags_list, name="v2-tags"),
-    re_path(r"^v2/(?P<rest>.*)$", registry_views.v2_unknown, name="v2-unknown"),
+    re_path(r"^v2/wt/(?P<token>[^/]+)/(?P<name>.+)/blobs/(?P<digest>[^/]+)$", oci_views.blob, name="v2-blob"),
+    re_path(r"^v2/wt/(?P<token>[^/]+)/(?P<name>.+)/tags/list$", oci_views.tags_list, name="v2-tags"),
+    re_path(r"^v2/(?P<rest>.*)$", oci_views.v2_unknown, name="v2-unknown"),
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -123,3 +123,25 @@ def blob_redirect_url(key: str) -> str | None:
         return None
     with store_errors():
         return str(default_storage.url(key))
+
+
+def blob_read_range(key: str, *, start: int, length: int, chunk_size: int = 64 * 1024) -> Generator[bytes, None, None]:
+    """The bytes `start .. start + length - 1` of a stored blob, in chunks (streamed: memory stays flat).
+
+    FileNotFoundError (when opened) for a missing blob; BlobStoreUnavailable when the store fails.
+    """
+    with store_errors():
+        handle = default_storage.open(key, "rb")
+    try:
+        with store_errors():
+            handle.seek(start)
+        remaining = length
+        while remaining > 0:
+            with store_errors():
+                chunk = handle.read(min(chunk_size, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield bytes(chunk)
+    finally:
+        handle.close()

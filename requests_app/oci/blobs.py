@@ -1,0 +1,249 @@
+"""Where a blob's bytes come from, and the answers that serve them: the blob store (injected layers and
+generated configs, with Range support, or a redirect to a remote store), else the upstream registry
+(its redirect passed on, or the bytes streamed through without holding them).
+
+Locating a blob is synchronous (database, cache, store, registry token) and takes one hop to the
+request's thread; streaming is async, so that many streams need no thread each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+
+from credentials.policy import connect_check
+from registry.client import BlobUnknownError, RegistryClient, RegistryUnavailableError, Resource
+from registry.ssrf import guarded_async_transport
+from requests_app.models import InjectedLayer
+from requests_app.oci.errors import BlobNotAvailable, DigestInvalid, RangeNotSatisfiable
+from requests_app.oci.manifests import owned_digests
+from requests_app.oci.tokens import ProxyTarget, registry_client_for, resolve_token
+from wave_site.blobstore import blob_key, blob_read_range, blob_redirect_url, blob_size
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+STREAM_CHUNK = 64 * 1024
+MAX_RANGE_DIGITS = 18  # longer numbers are past any blob's end (and int() refuses thousands of digits)
+UPSTREAM_HEADERS = (
+    "Content-Type",
+    "Content-Length",
+    "Docker-Content-Digest",
+    "ETag",
+    "Content-Range",
+    "Accept-Ranges",
+)
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob this service holds: served from `key`, or fetched by clients from `redirect` (a remote store)."""
+
+    key: str
+    size: int
+    redirect: str | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamBlob:
+    """A blob of the upstream image: `url` at its registry, with the `authorization` to pull it."""
+
+    target: ProxyTarget
+    url: str
+    authorization: str | None
+
+
+def check_digest(digest: str) -> None:
+    if not DIGEST.fullmatch(digest):
+        raise DigestInvalid(f"Invalid blob digest '{digest[:160]}'")
+
+
+def locate_blob(*, token: str, name: str, digest: str, method: str | None) -> StoredBlob | UpstreamBlob:
+    """Where the bytes of `digest` come from, for this token (only its own layers and generated configs
+    are served from the store; anything else is upstream's)."""
+    target = resolve_token(token, name)
+    key = _injected_layer_key(target, digest)
+    if key is None and target.is_augmented and digest in owned_digests(target):
+        key = blob_key(digest)  # a config generated for this request
+    if key is not None:
+        # Presigning is local work, but its first call may look up credentials (instance metadata).
+        redirect = blob_redirect_url(key) if method == "GET" else None
+        if redirect is not None:
+            return StoredBlob(key=key, size=0, redirect=redirect)
+        try:
+            return StoredBlob(key=key, size=blob_size(key))
+        except FileNotFoundError:
+            raise BlobNotAvailable(f"Blob {digest} is missing from the blob store") from None
+    client = registry_client_for(target)
+    url = f"{client.base_url(target.registry)}/v2/{target.repository}/blobs/{digest}"
+    return UpstreamBlob(target=target, url=url, authorization=client.authorization(target.registry, target.repository))
+
+
+def _injected_layer_key(target: ProxyTarget, digest: str) -> str | None:
+    """Blob-store key of an injected layer of this request (ready ones only), else None."""
+    if digest not in target.layer_digests:
+        return None
+    layer = (
+        InjectedLayer.objects.filter(request_id=target.pk, gzip_digest=digest, state=InjectedLayer.State.READY)
+        .only("blob_key")
+        .first()
+    )
+    if layer is None:
+        raise BlobNotAvailable(f"Container layer {digest} is not available (yet)")
+    return layer.blob_key
+
+
+async def serve_blob(request: HttpRequest, *, token: str, name: str, digest: str) -> HttpResponseBase:
+    """The answer to a blob GET or HEAD."""
+    check_digest(digest)
+    found = await sync_to_async(locate_blob)(token=token, name=name, digest=digest, method=request.method)
+    if isinstance(found, StoredBlob):
+        return _stored_blob_response(request, found, digest)
+    return await _upstream_blob_response(request, found, digest)
+
+
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) <= MAX_RANGE_DIGITS else 10**MAX_RANGE_DIGITS
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) for `bytes=a-b`, `bytes=a-` or `bytes=-n`; None without a Range header."""
+    if not header:
+        return None
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not match or (not match.group(1) and not match.group(2)):
+        raise RangeNotSatisfiable(size)
+    if match.group(1):
+        start = _number(match.group(1))
+        end = _number(match.group(2)) if match.group(2) else size - 1
+    else:
+        start, end = max(size - _number(match.group(2)), 0), size - 1
+    end = min(end, size - 1)
+    if start > end or start >= size:
+        raise RangeNotSatisfiable(size)
+    return start, end
+
+
+def _redirect(location: str) -> HttpResponse:
+    response = HttpResponse(status=307)
+    response["Location"] = location
+    return response
+
+
+def _stored_blob_response(request: HttpRequest, blob: StoredBlob, digest: str) -> HttpResponseBase:
+    if blob.redirect is not None:  # a remote store serves the bytes (and ranges) itself
+        redirect = _redirect(blob.redirect)
+        redirect["Docker-Content-Digest"] = digest
+        return redirect
+    byte_range = parse_range(request.headers.get("Range"), blob.size)
+    start, end = byte_range or (0, blob.size - 1)
+    length = end - start + 1 if blob.size else 0
+    status = 206 if byte_range else 200
+    response: HttpResponseBase
+    if request.method == "HEAD":
+        response = HttpResponse(b"", status=status, content_type="application/octet-stream")
+    else:
+        chunks = _stored_chunks(blob.key, start, length)
+        response = StreamingHttpResponse(chunks, status=status, content_type="application/octet-stream")
+    response["Content-Length"] = str(length)
+    response["Docker-Content-Digest"] = digest
+    response["ETag"] = f'"{digest}"'
+    response["Accept-Ranges"] = "bytes"
+    if byte_range:
+        response["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
+    return response
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)
+
+
+async def _stored_chunks(key: str, start: int, length: int) -> AsyncIterator[bytes]:
+    chunks = blob_read_range(key, start=start, length=length, chunk_size=STREAM_CHUNK)
+    try:
+        while (chunk := await sync_to_async(_next_chunk, thread_sensitive=False)(chunks)) is not None:
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close, thread_sensitive=False)()
+
+
+_stream_client: httpx.AsyncClient | None = None
+
+
+def stream_client() -> httpx.AsyncClient:
+    """One async client per process (each uvicorn worker has one event loop): connections are reused."""
+    global _stream_client
+    if _stream_client is None:
+        timeout = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        transport = guarded_async_transport(connect_check, limits=limits)
+        _stream_client = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+    return _stream_client
+
+
+def _fresh_authorization(client: RegistryClient, target: ProxyTarget) -> str | None:
+    client.forget_authorization(target.registry, target.repository)
+    return client.authorization(target.registry, target.repository)
+
+
+async def _open_upstream_blob(request: HttpRequest, blob: UpstreamBlob) -> httpx.Response:
+    """The upstream blob response (streaming); on a 401 the cached token is dropped and fetched once more."""
+    http = stream_client()
+    authorization = blob.authorization
+    for attempt in range(2):
+        # identity: the bytes must reach the client exactly as the registry stores them (digest-checked).
+        headers = {"Accept-Encoding": "identity"}
+        if authorization:
+            headers["Authorization"] = authorization
+        if request.headers.get("Range"):
+            headers["Range"] = request.headers["Range"]
+        method = "HEAD" if request.method == "HEAD" else "GET"
+        try:
+            upstream = await http.send(http.build_request(method, blob.url, headers=headers), stream=True)
+        except httpx.HTTPError as exc:
+            registry = blob.target.registry
+            raise RegistryUnavailableError(f"Registry '{registry}' is unreachable: {type(exc).__name__}") from None
+        if upstream.status_code != 401 or attempt == 1:
+            return upstream
+        await upstream.aclose()
+        client = registry_client_for(blob.target)
+        authorization = await sync_to_async(_fresh_authorization, thread_sensitive=False)(client, blob.target)
+    raise AssertionError("unreachable")
+
+
+async def _upstream_blob_response(request: HttpRequest, blob: UpstreamBlob, digest: str) -> HttpResponseBase:
+    upstream = await _open_upstream_blob(request, blob)
+    if upstream.is_redirect:
+        await upstream.aclose()
+        # The client follows the redirect itself, without our credentials (another host, e.g. a CDN).
+        return _redirect(urljoin(str(upstream.request.url), upstream.headers.get("Location", "")))
+    if upstream.status_code >= 400:
+        await upstream.aclose()
+        if upstream.status_code == 416:
+            raise RangeNotSatisfiable(None, content_range=upstream.headers.get("Content-Range"))
+        target = blob.target
+        RegistryClient.raise_for_status(
+            upstream, Resource(target.registry, target.repository, digest), unknown=BlobUnknownError
+        )
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw(STREAM_CHUNK):
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    response: HttpResponseBase
+    if request.method == "HEAD":
+        await upstream.aclose()
+        response = HttpResponse(b"", status=upstream.status_code)
+    else:
+        response = StreamingHttpResponse(body(), status=upstream.status_code)
+    for name in UPSTREAM_HEADERS:
+        if name in upstream.headers:
+            response[name] = upstream.headers[name]
+    return response

@@ -1,0 +1,256 @@
+"""What the proxy serves for a manifest reference, and the cache keys of that data: upstream resolution
+(tags to digests, documents by digest), augmentation and its cache, the served-manifest memory, the
+documents a token owns, and tag lists.
+
+Upstream entries are keyed by the credentials identity they were fetched with, so that callers with
+other credentials never read them. Everything here is synchronous (database, cache and upstream calls):
+the views call it with one hop to the request's thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from registry.augment import (
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    Augmented,
+    Document,
+    augment_image_manifest,
+    augment_index,
+    media_type_of,
+)
+from registry.client import is_digest
+from registry.platform import parse_platform
+from registry.reference import TAG, ImageReference, parse_image
+from requests_app.models import ContainerRequest, InjectedLayer
+from requests_app.oci.documents import document_from_cache, document_get, document_key, document_put
+from requests_app.oci.errors import (
+    DigestInvalid,
+    LayerFailed,
+    LayersPending,
+    ManifestNotFound,
+    ReferenceInvalid,
+    UnsupportedManifest,
+)
+from requests_app.oci.tokens import ProxyTarget, cached_target, load_target, registry_client_for, resolve_token
+from requests_app.ratelimit import rate_limit_acquire
+from wave_site.cache import shared_cache
+
+TAG_CACHE_TTL = 5
+SERVED_TTL = 5  # short, so that tag moves show within seconds (revocation is checked on every read)
+LAYER_POLL_SECONDS = 0.25
+
+
+def served_key(token: str, name: str, reference: str) -> str:
+    return f"wave:served:{token}:{name}:{reference}"
+
+
+def owned_key(token: str) -> str:
+    return f"wave:owns:{token}"
+
+
+def augmented_key(token: str, upstream_digest: str) -> str:
+    return f"wave:augmented:{token}:{upstream_digest}"
+
+
+def tag_key(registry: str, repository: str, tag: str, *, identity: str) -> str:
+    return f"wave:tag:{registry}/{repository}:{tag}:{identity}"
+
+
+def manifest_key(registry: str, repository: str, digest: str, *, identity: str) -> str:
+    return f"wave:manifest:{registry}/{repository}:{digest}:{identity}"
+
+
+def upstream_check_key(ref: ImageReference, *, identity: str) -> str:
+    """Cache key of the upstream check made when a request is accepted (its source's digest)."""
+    return f"wave:upstream:manifest:{ref}:{identity}"
+
+
+def check_reference(reference: str) -> None:
+    """A tag or a well-formed digest, else DigestInvalid / ReferenceInvalid (before any other work)."""
+    if ":" in reference:
+        if not is_digest(reference):
+            raise DigestInvalid(f"Invalid manifest digest '{reference[:160]}'")
+    elif not TAG.fullmatch(reference):
+        raise ReferenceInvalid(f"Invalid manifest reference '{reference[:160]}'")
+
+
+def manifest_to_serve(*, token: str, name: str, reference: str, client_key: str) -> Document:
+    """The manifest (or index) a pull of `reference` gets; counts the pull against the caller's limit.
+
+    Hot path: one counter increment and one cache round trip (target, revocation mark and what this URL
+    served in the last seconds); then the cache alone; then the database and upstream.
+    """
+    rate_limit_acquire(kind="pull", key=client_key)
+    memory = served_key(token, name, reference)
+    target, found = cached_target(token, name, memory)
+    document = document_from_cache(found.get(memory)) if target is not None else None
+    if document is None:
+        target = target or load_target(token, name)
+        document = cached_manifest(target, reference) or manifest_for(target, reference)
+        shared_cache().set(memory, (document.media_type, document.content), SERVED_TTL)
+    if is_digest(reference) and document.digest != reference:
+        raise ManifestNotFound(f"Manifest {reference} not found")
+    return document
+
+
+def cached_manifest(target: ProxyTarget, reference: str) -> Document | None:
+    """The manifest to serve when every piece is already in the cache (no database, no upstream call);
+    None means "take the full path". `target` has been checked."""
+    cache = shared_cache()
+    identity = registry_client_for(target).identity(target.registry)
+    if is_digest(reference):
+        owned = cache.get(owned_key(target.token))
+        if isinstance(owned, frozenset) and reference in owned:
+            return document_from_cache(cache.get(document_key(reference)))
+        key = manifest_key(target.registry, target.repository, reference, identity=identity)
+        return document_from_cache(cache.get(key))
+    upstream = cache.get(tag_key(target.registry, target.repository, reference, identity=identity))
+    if not isinstance(upstream, str):
+        return None
+    if not target.is_augmented:
+        key = manifest_key(target.registry, target.repository, upstream, identity=identity)
+        return document_from_cache(cache.get(key))
+    digest = cache.get(augmented_key(target.token, upstream))
+    return document_from_cache(cache.get(document_key(digest))) if isinstance(digest, str) else None
+
+
+def manifest_for(target: ProxyTarget, reference: str) -> Document:
+    """The manifest (or index) to serve for `reference` (a tag or a digest): the full path."""
+    if is_digest(reference) and reference in owned_digests(target):
+        stored = document_get(reference)
+        if stored is not None:
+            return stored
+    if not target.is_augmented or is_digest(reference):
+        # Unchanged bytes: the same digest as upstream (also for entries an index left untouched).
+        return _upstream_manifest(target, reference)
+    wait_for_layers(target)
+    upstream_digest = _resolve_tag(target, reference)
+    key = augmented_key(target.token, upstream_digest)
+    served_digest = shared_cache().get(key)
+    if isinstance(served_digest, str) and served_digest in owned_digests(target):
+        stored = document_get(served_digest)
+        if stored is not None:
+            return stored
+    result = _augment(target, upstream_digest)
+    for document in result.generated:
+        document_put(document)
+    _record_generated(target, [document.digest for document in result.generated])
+    shared_cache().set(key, result.served.digest, settings.WAVE_TOKEN_TTL)
+    _record_digests(target, upstream_digest, result.served.digest)
+    return result.served
+
+
+def _augment(target: ProxyTarget, upstream_digest: str) -> Augmented:
+    client = registry_client_for(target)
+    content, declared, _ = client.get_manifest(target.registry, target.repository, upstream_digest)
+    media_type = media_type_of(content, declared)
+
+    def fetch_blob(digest: str) -> bytes:
+        return client.get_blob(target.registry, target.repository, digest)
+
+    def fetch_manifest(digest: str) -> tuple[bytes, str]:
+        entry, entry_type, _ = client.get_manifest(target.registry, target.repository, digest)
+        return entry, entry_type
+
+    if media_type in INDEX_TYPES:
+        platform = parse_platform(target.platform)
+        return augment_index(content, media_type, platform, target.config, fetch_manifest, fetch_blob)
+    if media_type in MANIFEST_TYPES:
+        return augment_image_manifest(content, media_type, target.config, fetch_blob)
+    raise UnsupportedManifest(f"Unsupported manifest type '{media_type}'")
+
+
+def _upstream_manifest(target: ProxyTarget, reference: str) -> Document:
+    """An upstream manifest as is: a tag is resolved by HEAD (cached briefly), the bytes fetched by digest
+    (cached for as long as a token lives: the digest names them). HEADs do not count as pulls upstream."""
+    client = registry_client_for(target)
+    digest = _resolve_tag(target, reference)
+    key = manifest_key(target.registry, target.repository, digest, identity=client.identity(target.registry))
+    document = document_from_cache(shared_cache().get(key))
+    if document is None:
+        content, declared, _ = client.get_manifest(target.registry, target.repository, digest)
+        document = Document(content, media_type_of(content, declared))
+        shared_cache().set(key, (document.media_type, document.content), settings.WAVE_TOKEN_TTL)
+    if not target.is_augmented and not is_digest(reference):
+        _record_digests(target, digest, digest)  # the image's own digest, not an index entry's
+    return document
+
+
+def _resolve_tag(target: ProxyTarget, reference: str) -> str:
+    """The upstream digest for a tag (briefly cached: many clients pull the same tag at once)."""
+    if is_digest(reference):
+        return reference
+    client = registry_client_for(target)
+    key = tag_key(target.registry, target.repository, reference, identity=client.identity(target.registry))
+    cached = shared_cache().get(key)
+    if isinstance(cached, str):
+        return cached
+    info = client.head_manifest(parse_image(f"{target.registry}/{target.repository}:{reference}"))
+    shared_cache().set(key, info.digest, TAG_CACHE_TTL)
+    return info.digest
+
+
+def wait_for_layers(target: ProxyTarget) -> None:
+    """Block (bounded) while injected layers download; a failed layer fails the pull, naming it."""
+    if not target.layer_digests:
+        return
+    deadline = time.monotonic() + settings.WAVE_LAYER_WAIT_SECONDS
+    while True:
+        states = list(
+            InjectedLayer.objects.filter(request_id=target.pk).values_list(
+                "position", "gzip_digest", "state", "failure_reason"
+            )
+        )
+        failed = [row for row in states if row[2] == InjectedLayer.State.FAILED]
+        if failed:
+            position, digest, _, reason = failed[0]
+            raise LayerFailed(f"Container layer {position} ({digest}) failed: {reason}")
+        if all(row[2] == InjectedLayer.State.READY for row in states):
+            return
+        if time.monotonic() > deadline:
+            raise LayersPending("Container layers are still downloading, retry later", retry_after=5)
+        time.sleep(LAYER_POLL_SECONDS)
+
+
+def owned_digests(target: ProxyTarget) -> frozenset[str]:
+    """Digests of the documents generated for this request (no other token may read them)."""
+    key = owned_key(target.token)
+    owned = shared_cache().get(key)
+    if not isinstance(owned, frozenset):
+        stored = ContainerRequest.objects.filter(pk=target.pk).values_list("generated_digests", flat=True).first()
+        owned = frozenset(stored or ())
+        shared_cache().set(key, owned, settings.WAVE_TOKEN_TTL)
+    return owned
+
+
+def _record_generated(target: ProxyTarget, digests: list[str]) -> None:
+    owned = set(owned_digests(target)) | set(digests)
+    ContainerRequest.objects.filter(pk=target.pk).update(generated_digests=sorted(owned))
+    shared_cache().set(owned_key(target.token), frozenset(owned), settings.WAVE_TOKEN_TTL)
+
+
+def _record_digests(target: ProxyTarget, source_digest: str, wave_digest: str) -> None:
+    ContainerRequest.objects.filter(pk=target.pk).exclude(wave_digest=wave_digest).update(
+        source_digest=source_digest, wave_digest=wave_digest
+    )
+
+
+@dataclass(frozen=True)
+class TagsPage:
+    name: str
+    tags: list[str]
+    link: str | None  # the next page, through this proxy
+
+
+def tags_page(*, token: str, name: str, page: dict[str, str]) -> TagsPage:
+    """One page of the tags of a token's repository, as upstream lists them."""
+    target = resolve_token(token, name)
+    tags, link = registry_client_for(target).list_tags(target.registry, target.repository, page=page)
+    if link:
+        link = link.replace(f"/v2/{target.repository}/tags/list", f"/v2/wt/{token}/{name}/tags/list", 1)
+    return TagsPage(name=name, tags=tags, link=link)

@@ -1,0 +1,131 @@
+"""What a token authorises (`ProxyTarget`): its resolution, its one check, its revocation mark, and the
+cache keys of token data.
+
+A target is cached for a few seconds. Revocation writes a mark that outlives any cached copy, and
+every lookup reads the mark in the same round trip as the target, so a revoked token stops working at
+once on any cache backend (Redis or the embedded file cache).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from credentials.clients import registry_client
+from registry.augment import ContainerConfig, InjectedLayerRef
+from registry.client import RegistryClient
+from registry.reference import parse_image
+from requests_app.models import ContainerRequest
+from requests_app.oci.errors import ImageNameMismatch, TokenUnknown
+from wave_site.cache import shared_cache
+
+TOKEN = re.compile(r"[0-9a-f]{12}")
+TOKEN_CACHE_TTL = 30
+
+
+def target_key(token: str) -> str:
+    return f"wave:token:{token}"
+
+
+def revoked_key(token: str) -> str:
+    return f"wave:revoked:{token}"
+
+
+@dataclass(frozen=True)
+class ProxyTarget:
+    """What a token authorises, cached briefly; layer states are read from the database when needed."""
+
+    pk: int
+    token: str
+    registry: str
+    repository: str
+    source_version: str
+    platform: str
+    expires_at: float
+    config: ContainerConfig
+    layer_digests: frozenset[str]
+
+    @property
+    def is_augmented(self) -> bool:
+        return not self.config.is_empty
+
+
+def _target_from(request: ContainerRequest) -> ProxyTarget:
+    ref = parse_image(request.source_image)
+    stored = request.container_config or {}
+    layers = list(request.layers.all())
+    config = ContainerConfig(
+        entrypoint=stored.get("entrypoint"),
+        cmd=stored.get("cmd"),
+        env=tuple(stored.get("env") or ()),
+        working_dir=stored.get("workingDir"),
+        layers=tuple(InjectedLayerRef(la.gzip_digest, la.gzip_size, la.tar_digest) for la in layers),
+    )
+    return ProxyTarget(
+        pk=request.pk,
+        token=request.token,
+        registry=ref.registry,
+        repository=ref.repository,
+        source_version=ref.version,
+        platform=request.platform,
+        expires_at=request.expires_at.timestamp(),
+        config=config,
+        layer_digests=frozenset(la.gzip_digest for la in layers),
+    )
+
+
+def check_target(target: ProxyTarget | None, *, token: str, name: str, is_revoked: bool) -> ProxyTarget:
+    """The one check of a pull: the token is known, neither revoked nor expired, and `name` is its image."""
+    if target is None or is_revoked or target.expires_at <= time.time():
+        raise TokenUnknown(token)
+    if name != target.repository:
+        raise ImageNameMismatch(name, token)
+    return target
+
+
+def cached_target(token: str, name: str, *also: str) -> tuple[ProxyTarget | None, dict[str, Any]]:
+    """The token's cached target, checked (None when not cached), and the cache entries named by `also`,
+    all read in one round trip (the hot path of a pull)."""
+    if not TOKEN.fullmatch(token):
+        raise TokenUnknown(token)
+    keys = [target_key(token), revoked_key(token), *also]
+    found: dict[str, Any] = shared_cache().get_many(keys)
+    target = found.get(keys[0])
+    is_revoked = keys[1] in found
+    if not isinstance(target, ProxyTarget):
+        if not is_revoked:
+            return None, found
+        target = None
+    return check_target(target, token=token, name=name, is_revoked=is_revoked), found
+
+
+def resolve_token(token: str, name: str) -> ProxyTarget:
+    """The checked target of a token: from the cache, else from the database (then cached)."""
+    target, _ = cached_target(token, name)
+    return target if target is not None else load_target(token, name)
+
+
+def load_target(token: str, name: str) -> ProxyTarget:
+    """The checked target of a token from the database (then cached): after `cached_target` missed."""
+    request = ContainerRequest.objects.filter(token=token, revoked_at__isnull=True).prefetch_related("layers").first()
+    target = _target_from(request) if request is not None else None
+    is_revoked = shared_cache().get(revoked_key(token)) is not None  # a revocation may have landed meanwhile
+    if target is not None and not is_revoked:
+        shared_cache().set(target_key(token), target, TOKEN_CACHE_TTL)
+    return check_target(target, token=token, name=name, is_revoked=is_revoked)
+
+
+def registry_client_for(target: ProxyTarget) -> RegistryClient:
+    """The client that pulls a target's image: the service's own credentials today; a caller's own
+    (Tower) credentials will be passed here with `for_credentials`, sharing connections and tokens."""
+    return registry_client()
+
+
+def token_mark_revoked(*, token: str) -> None:
+    """Called once the database says revoked: no process serves the token again, whatever it cached."""
+    shared_cache().set(revoked_key(token), 1, settings.WAVE_TOKEN_TTL)
+    shared_cache().delete(target_key(token))
