@@ -12,6 +12,7 @@ from django.conf import settings
 
 from registry.endpoints import split_host_port
 from registry.ssrf import DestinationRefusedError, address_check, check_destination
+from wave_site.redact import redact_url
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -48,9 +49,10 @@ def url_destination_check(url: str) -> None:
     try:
         port = parts.port
     except ValueError:
-        raise DestinationRefusedError(parts.netloc, "the port is invalid", can_be_allowed=False) from None
+        authority = parts.netloc.rpartition("@")[2]  # never the user info
+        raise DestinationRefusedError(authority, "the port is invalid", can_be_allowed=False) from None
     if not parts.hostname:
-        raise DestinationRefusedError(url[:60], "the URL names no host", can_be_allowed=False)
+        raise DestinationRefusedError(redact_url(url)[:60], "the URL names no host", can_be_allowed=False)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     destination_check(f"{host}:{port}" if port else host)
 
