@@ -3,6 +3,10 @@
 Services raise `WaveError` subclasses with the message the client should read; the DRF exception
 handler and the error middleware turn them, and anything unexpected, into `{"message": ...}`.
 Unexpected errors never leak internals: the client gets an error ID that is also in the log.
+
+Outages of the database or Redis (cache and broker) are not unexpected: `outage_of` names the store an
+exception says is unreachable, and both paths answer 503 with `Retry-After` (the OCI error body under
+`/v2/`), logging one line without a traceback; the next request tries the store again.
 """
 
 from __future__ import annotations
@@ -11,9 +15,14 @@ import logging
 import secrets
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+import redis
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
+from django_redis.exceptions import ConnectionInterrupted  # type: ignore[import-untyped]
+from kombu.exceptions import OperationalError as BrokerOperationalError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
@@ -69,6 +78,59 @@ def unexpected_error_message(exc: BaseException) -> str:
     return f"Unexpected error - Error ID: {error_id}"
 
 
+# Seconds a client is told to wait when a store is down: long enough not to hammer it, short enough to
+# notice a restart quickly.
+OUTAGE_RETRY_AFTER = 10
+OCI_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def outage_of(exc: BaseException) -> str | None:
+    """The store `exc` says is unreachable (`database`, `redis` or `broker`), or None for any other error.
+
+    django.db's OperationalError covers a refused connection, a connection dropped mid-query and the pool's
+    PoolTimeout (Django wraps whatever the driver raises); a Celery publish fails with kombu's.
+    """
+    if isinstance(exc, DatabaseOperationalError | DatabaseInterfaceError):
+        return "database"
+    if isinstance(exc, ConnectionInterrupted):  # django-redis wraps the redis-py error
+        exc = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return "redis"
+    if isinstance(exc, BrokerOperationalError):
+        return "broker"
+    return None
+
+
+def outage_message(store: str) -> str:
+    return f"Service temporarily unavailable ({store} unreachable), retry in {OUTAGE_RETRY_AFTER} seconds"
+
+
+def log_outage(store: str, request: HttpRequest, exc: BaseException) -> None:
+    """One line per failed request, without a traceback: an outage is expected, and its cause is known."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    logger.warning("%s unreachable: %s %s answered 503 (%s)", store, request.method, request.path, lines[0][:200])
+
+
+def outage_response(store: str, request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """503 with Retry-After; the OCI error body under `/v2/`, `{"message"}` elsewhere."""
+    log_outage(store, request, exc)
+    message = outage_message(store)
+    headers = {"Retry-After": str(OUTAGE_RETRY_AFTER)}
+    if request.path.startswith("/v2/"):
+        body = {"errors": [{"code": "UNAVAILABLE", "message": message, "detail": None}]}
+        response = JsonResponse(body, status=503, headers={**headers, **OCI_HEADERS})
+    else:
+        response = JsonResponse({"message": message}, status=503, headers=headers)
+    response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own "already logged" mark
+    return response
+
+
+def request_too_large_message() -> str:
+    from django.conf import settings
+
+    return f"Request body exceeds the maximum allowed size of {settings.WAVE_MAX_REQUEST_BYTES} bytes"
+
+
 def _first_validation_message(detail: Any, field: str | None = None) -> str:
     """DRF's nested validation errors reduced to one readable line: `field.sub[0].name: message`."""
     if isinstance(detail, dict):
@@ -97,6 +159,14 @@ def _first_validation_message(detail: Any, field: str | None = None) -> str:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     headers: dict[str, str] = {}
+    store = outage_of(exc)
+    if store is not None:
+        log_outage(store, context["request"], exc)
+        response = Response(
+            {"message": outage_message(store)}, status=503, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}
+        )
+        response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own "already logged" mark
+        return response
     if isinstance(exc, WaveError):
         status, message, headers = exc.status_code, exc.message, exc.headers
     elif isinstance(exc, drf_exceptions.ParseError):
@@ -115,6 +185,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             headers = {"Retry-After": str(int(wait))}
     elif isinstance(exc, drf_exceptions.APIException):
         status, message = exc.status_code, str(exc.detail)
+    elif isinstance(exc, RequestDataTooBig):
+        status, message = 413, request_too_large_message()
     elif isinstance(exc, Http404):
         status, message = 404, "Not found"
     elif isinstance(exc, PermissionDenied):
@@ -125,16 +197,24 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
 
 class ErrorIdMiddleware(MiddlewareMixin):
-    """Unexpected exceptions outside DRF views: a JSON 500 with an error ID, the traceback only in the log."""
+    """Exceptions outside DRF views (the `/v2/` proxy, the admin): outages are 503s, request bodies over the
+    limit 413s, anything unexpected a JSON 500 with an error ID and the traceback only in the log."""
 
-    def process_exception(self, request: HttpRequest, exception: Exception) -> JsonResponse | None:
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, Http404 | PermissionDenied):
             return None  # Django's own handlers answer these
-        message = unexpected_error_message(exception)
-        if request.path.startswith("/v2/"):  # registry clients read the distribution spec's error body
-            body = {"errors": [{"code": "UNKNOWN", "message": message, "detail": None}]}
-            return JsonResponse(body, status=500, headers={"Docker-Distribution-API-Version": "registry/2.0"})
-        return JsonResponse({"message": message}, status=500)
+        store = outage_of(exception)
+        if store is not None:
+            return outage_response(store, request, exception)
+        oci = request.path.startswith("/v2/")  # registry clients read the distribution spec's error body
+        if isinstance(exception, RequestDataTooBig):
+            status, code, message = 413, "SIZE_INVALID", request_too_large_message()
+        else:
+            status, code, message = 500, "UNKNOWN", unexpected_error_message(exception)
+        if oci:
+            body = {"errors": [{"code": code, "message": message, "detail": None}]}
+            return JsonResponse(body, status=status, headers=OCI_HEADERS)
+        return JsonResponse({"message": message}, status=status)
 
 
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

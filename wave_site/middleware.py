@@ -16,6 +16,8 @@ from django.http import HttpRequest, HttpResponseBase
 from django.middleware.security import SecurityMiddleware
 from django.utils.module_loading import import_string
 
+from wave_site.errors import outage_of, outage_response
+
 
 class InlineSecurityMiddleware(SecurityMiddleware):
     """Django's SecurityMiddleware without the two thread hops per request it costs under ASGI.
@@ -54,5 +56,13 @@ class SessionScopedMiddleware:
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if request.path.startswith(SESSION_PATH_PREFIXES) or settings.SESSION_COOKIE_NAME in request.COOKIES:
-            return await self.with_session(request)
+            try:
+                return await self.with_session(request)
+            except Exception as exc:
+                # The session middleware reads and saves sessions in the database outside any view, where
+                # the error middleware cannot see an outage: answer it here, the same way.
+                store = outage_of(exc)
+                if store is None:
+                    raise
+                return outage_response(store, request, exc)
         return await self.get_response(request)

@@ -125,8 +125,17 @@ if DATABASE_URL:
     _db["ENGINE"] = "django.db.backends.postgresql"
     _db["CONN_MAX_AGE"] = 0  # connections come from the pool below; Django must not keep its own
     _db["OPTIONS"] = {
-        "pool": {"min_size": 2, "max_size": env_int("WAVE_DB_POOL_SIZE", 20, minimum=2), "timeout": 10},
-        "connect_timeout": 5,
+        # `timeout` bounds how long a request waits for a connection: with the database down, the request
+        # answers 503 after it (wave_site.errors), instead of hanging; the pool reconnects by itself.
+        "pool": {
+            "min_size": 2,
+            "max_size": env_int("WAVE_DB_POOL_SIZE", 20, minimum=2),
+            "timeout": env_int("WAVE_DB_POOL_TIMEOUT", 2, minimum=1),
+            # A failed reconnection is retried with a doubling delay until this many seconds, then the next
+            # request starts a new one: the pool finds a database that is back within seconds, not minutes.
+            "reconnect_timeout": 5,
+        },
+        "connect_timeout": 2,
         # `off` trades durability of the last fraction of a second of writes (on a database crash) for latency.
         "options": f"-c synchronous_commit={_synchronous_commit}",
     }
@@ -155,11 +164,15 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5},
+            # Short: with Redis down or hung, a request answers 503 within seconds (wave_site.errors).
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2},
         }
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600 * 2}
+    # Publishing runs on the request path: with Redis down or hung it must fail within seconds (see
+    # CELERY_TASK_PUBLISH_RETRY_POLICY), not block the request forever.
+    CELERY_BROKER_TRANSPORT_OPTIONS.update({"socket_connect_timeout": 1, "socket_timeout": 2})
 else:
     # Embedded default: a file cache (shared by every local process) and Celery's filesystem transport.
     CACHES = {
@@ -197,6 +210,12 @@ CELERY_TASK_ROUTES = {"builds.*": {"queue": "builds"}, "requests_app.layer_*": {
 CELERY_TASK_SOFT_TIME_LIMIT = WAVE_BUILD_TIMEOUT + 30
 CELERY_TASK_TIME_LIMIT = WAVE_BUILD_TIMEOUT + 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publish that cannot reach the broker fails at once (refused) or after the 2 s socket timeout (hung),
+# raising kombu's OperationalError: no retries on the request path. An enqueue after commit logs it in one
+# line and leaves its row queued, and the reaper sends it again (requests_app.downloads). redis-py itself
+# reconnects a pooled connection that died with a restarted Redis.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 0}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "purge-expired-container-requests": {"task": "requests_app.container_request_purge", "schedule": 3600.0},
@@ -320,8 +339,15 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": WAVE_LOG_LEVEL},
-    # Quiet even at DEBUG: botocore logs request headers and credential responses (session tokens, keys).
+    # Quiet even at DEBUG: botocore logs request headers and credential responses (session tokens, keys), and
+    # httpx every URL it fetches (layer URLs may carry credentials or signatures).
     "loggers": {
-        name: {"level": "WARNING"} for name in ("django.db.backends", "botocore", "boto3", "s3transfer", "urllib3")
+        **{
+            name: {"level": "WARNING"}
+            for name in ("django.db.backends", "botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore")
+        },
+        # With the database down the pool warns at each reconnection attempt, several lines each; the requests
+        # that fail meanwhile log one line each (wave_site.errors) and /health says what is down.
+        "psycopg.pool": {"level": "ERROR"},
     },
 }

@@ -3,6 +3,7 @@
 The shared Postgres (5432) and Redis (6379) are never touched: each object here owns its own process and
 files in a temporary directory. `stop()` shuts down cleanly, `kill()` sends SIGKILL (a crash), `start()`
 runs it again on the same port with the same data; used as a context manager it is removed afterwards.
+`WebProcess` serves the web application alone in a process of its own, on whichever stores it is given.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -273,3 +275,73 @@ def start_private_redis() -> PrivateRedis:
     except BaseException:
         server.close()
         raise
+
+
+class WebProcess:
+    """The ASGI web server alone (`uvicorn wave_site.asgi:application`) in a process of its own, on the stores
+    its environment names: for tests that stop those stores under it. Output goes to `log_path`."""
+
+    def __init__(self, *, data_dir: Path, env: dict[str, str]) -> None:
+        from tests.support.service import REPO, service_environment
+
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.log_path = data_dir.with_suffix(".web.log")
+        self.env = service_environment(
+            DJANGO_SETTINGS_MODULE="wave_site.settings", WAVE_DATA_DIR=str(data_dir),
+            WAVE_SERVER_URL=f"http://127.0.0.1:{self.port}", WAVE_BUILD_REPO="127.0.0.1:9/wave/build",
+            WAVE_COMMIT_ID="testcommit", PYTHONUNBUFFERED="1", **env,
+        )  # fmt: skip
+        self.repo = REPO
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+            cwd=self.repo, env=self.env, check=True, capture_output=True,
+        )  # fmt: skip
+
+    def start(self) -> Self:
+        import httpx
+
+        command = [sys.executable, "-m", "uvicorn", "wave_site.asgi:application", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--lifespan", "off", "--no-access-log"]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"web exited ({self.process.returncode}):\n{self.log()[-3000:]}")
+            return httpx.get(f"{self.url}/service-info", timeout=2).status_code == 200
+
+        try:
+            wait_until(ready, timeout=60, what=f"the web server on port {self.port}", interval=0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

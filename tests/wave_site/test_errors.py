@@ -53,3 +53,49 @@ def test_unexpected_error_is_500_with_an_error_id_that_is_logged(
     assert len(logged) == 1
     assert match.group(1) in logged[0].getMessage()
     assert logged[0].exc_info is not None
+
+
+OUTAGES = [
+    ("database", "database", "couldn't get a connection after 2.00 sec"),
+    ("cache", "redis", "Redis ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    ("broker", "broker", "Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    ("timeout", "redis", "Timeout reading from socket"),
+]
+
+
+@pytest.mark.parametrize(("kind", "store", "cause"), OUTAGES)
+@pytest.mark.parametrize("path", ["/outage", "/plain-outage"])
+def test_outage_is_503_with_retry_after_and_one_line_without_traceback(
+    client: Client, caplog: pytest.LogCaptureFixture, path: str, kind: str, store: str, cause: str
+) -> None:
+    client.raise_request_exception = False
+    with caplog.at_level(logging.INFO):
+        response = client.get(f"{path}?kind={kind}")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "10"
+    assert response.json() == {"message": f"Service temporarily unavailable ({store} unreachable), retry in 10 seconds"}
+    assert [(r.name, r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("wave.errors", "WARNING", f"{store} unreachable: GET {path} answered 503 ({cause})", None)
+    ]
+
+
+def test_outage_under_v2_is_an_oci_error(client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    client.raise_request_exception = False
+    with caplog.at_level(logging.INFO):
+        response = client.get("/v2/wt/0123456789ab/library/busybox/manifests/latest?kind=database")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "10"
+    assert response["Docker-Distribution-API-Version"] == "registry/2.0"
+    message = "Service temporarily unavailable (database unreachable), retry in 10 seconds"
+    assert response.json() == {"errors": [{"code": "UNAVAILABLE", "message": message, "detail": None}]}
+    assert len(caplog.records) == 1
+
+
+@pytest.mark.parametrize("path", ["/outage", "/plain-outage"])
+def test_request_data_too_big_is_413(client: Client, settings, path: str) -> None:
+    client.raise_request_exception = False
+    response = client.get(f"{path}?kind=too-big")
+    assert response.status_code == 413
+    assert response.json() == {
+        "message": f"Request body exceeds the maximum allowed size of {settings.WAVE_MAX_REQUEST_BYTES} bytes"
+    }
