@@ -56,13 +56,25 @@ def error_example(name: str, status: int, message: str) -> OpenApiExample:
     return OpenApiExample(name, response_only=True, status_codes=[str(status)], value={"message": message})
 
 
+# Answers every operation may give: an unexpected error (its ID is in the log), a store outage.
+SERVICE_ERROR_EXAMPLES = [
+    error_example("unexpected error", 500, "Unexpected error - Error ID: 3f2a9c0b7d1e"),
+    error_example("database down", 503, "Service temporarily unavailable (database unreachable), retry in 10 seconds"),
+]
 ERROR_EXAMPLES = [
     error_example(
         "image missing upstream",
         400,
         "Container image 'docker.io/library/ubuntu:nope' does not exist or access is not authorized",
     ),
+    error_example(
+        "platform missing upstream",
+        400,
+        "Container image 'docker.io/library/ubuntu:22.04' is not available for platform 'linux/arm/v7' "
+        "- available platforms: linux/amd64, linux/arm64",
+    ),
     error_example("body too large", 413, "Request body exceeds the maximum allowed size of 33554432 bytes"),
+    error_example("not JSON", 415, "Unsupported media type: send a JSON body with Content-Type: application/json"),
     error_example("rate limited", 429, "Request exceeded build rate limit of 10 per hour - retry in 1200 seconds"),
     error_example(
         "build requested",
@@ -71,12 +83,24 @@ ERROR_EXAMPLES = [
         "are not available on this service yet",
     ),
     error_example("registry down", 503, "Registry 'quay.io' is unreachable: ConnectTimeout"),
+    *SERVICE_ERROR_EXAMPLES,
 ]
 NOT_FOUND_EXAMPLE = error_example("unknown token", 404, "Unknown container token '0c1f7a9b3e2d'")
 RECORD_EXAMPLE = {
     "containerImage": "docker.io/library/ubuntu:22.04",
     "containerPlatform": "linux/amd64",
-    "containerConfig": {"env": ["FOO=one"]},
+    "containerConfig": {
+        "env": ["FOO=one"],
+        "layers": [
+            {
+                # Shown without user info or signature-like query values.
+                "location": "https://REDACTED@example.org/layer.tar.gz?X-Amz-Signature=REDACTED",
+                "gzipDigest": "sha256:" + "1" * 64,
+                "gzipSize": 1024,
+                "tarDigest": "sha256:" + "2" * 64,
+            }
+        ],
+    },
     "targetImage": "wave.example.org/wt/0c1f7a9b3e2d/library/ubuntu:22.04",
     "fingerprint": "c3b6f2",
     "towerEndpoint": "https://api.cloud.seqera.io",

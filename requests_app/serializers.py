@@ -1,7 +1,8 @@
 """Wire formats of the container request API (v1 `/container-token`, v2 `/v1alpha2/container`).
 
 Input serializers only check types; the reference's rules and messages live in `validation.py`.
-Output is built from the model by `present_*` functions, omitting null fields as the reference does.
+Output serializers both document and produce every answer, leaving out null fields as the reference
+does; layer locations are shown without credentials or signatures.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import copy
 import datetime as dt
 from typing import Any
 
-from django.utils import timezone
+from django.conf import settings
 from rest_framework import serializers
 
-from requests_app.models import ContainerRequest, InjectedLayer
+from requests_app.models import InjectedLayer
+from wave_site.redact import redact_url
 
 # --- input --------------------------------------------------------------------------------------
 
@@ -31,8 +33,8 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class InputSerializer(serializers.Serializer):
-    """A request body's types. Its plain fields are shallow-copied per request, not rebuilt.
+class SharedFieldsSerializer(serializers.Serializer):
+    """Plain fields are shallow-copied per serializer instance, not rebuilt.
 
     DRF deep-copies every declared field for each serializer instance, which re-runs every field's
     constructor: that was a tenth of a POST's CPU. Plain fields keep no per-request state (binding
@@ -40,12 +42,16 @@ class InputSerializer(serializers.Serializer):
     them) still get a deep copy, because they do keep state while validating.
     """
 
-    # Type errors in JSON terms: DRF's defaults name Python types ("got list", "got str").
-    default_error_messages = {"invalid": "Expected a JSON object."}
-
     def get_fields(self) -> dict[str, serializers.Field]:
         return {name: copy.deepcopy(field) if _keeps_state(field) else copy.copy(field)
                 for name, field in self._declared_fields.items()}  # fmt: skip
+
+
+class InputSerializer(SharedFieldsSerializer):
+    """A request body's types."""
+
+    # Type errors in JSON terms: DRF's defaults name Python types ("got list", "got str").
+    default_error_messages = {"invalid": "Expected a JSON object."}
 
 
 def _keeps_state(field: serializers.Field) -> bool:
@@ -54,9 +60,20 @@ def _keeps_state(field: serializers.Field) -> bool:
     )
 
 
-def _list(child: serializers.Field, **kwargs: Any) -> serializers.ListField:
+class LayerListField(serializers.ListField):
+    """The layers of a request: at most `WAVE_MAX_LAYERS`, counted before any layer is looked at."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        limit = settings.WAVE_MAX_LAYERS
+        if isinstance(data, list) and len(data) > limit:
+            raise serializers.ValidationError(f"At most {limit} layers are allowed in one request, got {len(data)}.")
+        return super().to_internal_value(data)
+
+
+def _list(child: serializers.Field, *, kind: type[serializers.ListField] = serializers.ListField,
+          **kwargs: Any) -> serializers.ListField:  # fmt: skip
     """A JSON array (null allowed, entries not)."""
-    return serializers.ListField(
+    return kind(
         child=child,
         required=False,
         allow_null=True,
@@ -90,7 +107,11 @@ class ContainerConfigInputSerializer(InputSerializer):
         StrictCharField(trim_whitespace=False), help_text="`NAME=value` entries appended to the image's environment."
     )
     workingDir = _text(max_length=4096, help_text="Working directory of the container.")
-    layers = _list(ContainerLayerInputSerializer(), help_text="Layers appended, in order, to the image.")
+    layers = _list(
+        ContainerLayerInputSerializer(),
+        kind=LayerListField,
+        help_text="Layers appended, in order, to the image; at most `WAVE_MAX_LAYERS` (64 by default).",
+    )
 
 
 class ContainerRequestV1InputSerializer(InputSerializer):
@@ -154,85 +175,7 @@ class ContainerRequestV2InputSerializer(ContainerRequestV1InputSerializer):
     )
 
 
-# --- output (documented shapes; responses are built by present_* below) ------------------------
-
-
-class ContainerTokenV1ResponseSerializer(serializers.Serializer):
-    containerToken = serializers.CharField(help_text="12 lowercase hex characters.")
-    targetImage = serializers.CharField(help_text="`<server>/wt/<token>/<path>:<tag>`, pullable by any client.")
-    expiration = serializers.DateTimeField(help_text="When the token stops authorising pulls.")
-    containerImage = serializers.CharField(help_text="The normalised source image.")
-    buildId = serializers.CharField(required=False, help_text="Present when a build was started or joined.")
-
-
-class ContainerTokenV2ResponseSerializer(ContainerTokenV1ResponseSerializer):
-    containerToken = serializers.CharField(required=False, help_text="12 lowercase hex characters; not for a dry run.")
-    targetImage = serializers.CharField(
-        required=False, help_text="`<server>/wt/<token>/<path>:<tag>`, pullable by any client; not for a dry run."
-    )
-    expiration = serializers.DateTimeField(required=False, help_text="When the token stops authorising pulls.")
-    cached = serializers.BooleanField(required=False, help_text="Only with a buildId: the image already existed.")
-    freeze = serializers.BooleanField(help_text="Whether the image was pushed to the caller's repository.")
-    succeeded = serializers.BooleanField(
-        required=False, help_text="True when there is nothing to build; with a buildId, once the build succeeded."
-    )
-
-
-class ImageDigestSerializer(serializers.Serializer):
-    image = serializers.CharField(help_text="Image name.")
-    digest = serializers.CharField(required=False, help_text="Manifest digest, once known (`sha256:...`).")
-
-
-class ContainerRequestRecordSerializer(serializers.Serializer):
-    containerImage = serializers.CharField(help_text="The normalised source image.")
-    containerPlatform = serializers.CharField(help_text="The normalised platform, e.g. `linux/amd64`.")
-    containerConfig = serializers.DictField(
-        required=False, help_text="The requested changes; `data:` layers show as `data:` only."
-    )
-    targetImage = serializers.CharField(help_text="The image name to pull.")
-    fingerprint = serializers.CharField(required=False, help_text="As sent by the client.")
-    timestamp = serializers.CharField(required=False, help_text="As sent by the client.")
-    towerEndpoint = serializers.CharField(required=False, help_text="The Tower endpoint credentials come from.")
-    towerWorkspaceId = serializers.IntegerField(required=False, help_text="The Tower workspace.")
-    userName = serializers.CharField(required=False, help_text="The Tower user, when identified.")
-    buildId = serializers.CharField(required=False, help_text="The build, for built images.")
-    creationTime = serializers.DateTimeField(help_text="When the request was accepted.")
-
-
-class ContainerDescriptionSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="The container token.")
-    expiration = serializers.DateTimeField(help_text="When the token stops authorising pulls.")
-    request = ContainerRequestRecordSerializer(help_text="The request as stored.")
-    source = ImageDigestSerializer(help_text="The source image.")  # type: ignore[assignment]  # a field named like Field.source
-    wave = ImageDigestSerializer(help_text="The image served; its digest once first pulled.")
-
-
-class ContainerRecordV2Serializer(ContainerRequestRecordSerializer):
-    requestId = serializers.CharField(help_text="The container token.")
-    expiration = serializers.DateTimeField(help_text="When the token stops authorising pulls.")
-    freeze = serializers.BooleanField(help_text="Whether the image was pushed to the caller's repository.")
-    sourceDigest = serializers.CharField(required=False, help_text="Digest of the source manifest.")
-    waveDigest = serializers.CharField(required=False, help_text="Digest of the manifest served, once first pulled.")
-
-
-class ContainerStatusSerializer(serializers.Serializer):
-    id = serializers.CharField(help_text="The container token.")
-    status = serializers.ChoiceField(
-        choices=["PENDING", "BUILDING", "DONE"], help_text="PENDING while layers download; DONE once settled."
-    )
-    buildId = serializers.CharField(required=False, help_text="The build, for built images.")
-    succeeded = serializers.BooleanField(required=False, help_text="Present once DONE.")
-    reason = serializers.CharField(required=False, help_text="Why it did not succeed.")
-    detailsUri = serializers.CharField(required=False, help_text="Where a person can read the build's details.")
-    creationTime = serializers.DateTimeField(help_text="When the request was accepted.")
-    duration = serializers.CharField(
-        required=False,
-        help_text="Seconds from creation until every layer was ready or one failed (until now while PENDING), "
-        'as a decimal string with nanoseconds, e.g. `"1.250000000"`.',
-    )
-
-
-# --- presenters -----------------------------------------------------------------------------------
+# --- output -------------------------------------------------------------------------------------
 
 
 def instant(value: dt.datetime) -> str:
@@ -240,108 +183,174 @@ def instant(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def _without_nulls(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in data.items() if value is not None and value != ""}
+class InstantField(serializers.DateTimeField):
+    """An instant as the reference writes it: UTC, milliseconds, `Z`."""
+
+    def to_representation(self, value: dt.datetime) -> str:
+        return instant(value)
 
 
-def present_token(request: ContainerRequest, *, v2: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "containerToken": request.token,
-        "targetImage": request.target_image,
-        "expiration": instant(request.expires_at),
-        "containerImage": request.source_image,
-        "buildId": request.build_id or None,
-    }
-    if v2:
-        body["freeze"] = False
-        if not request.build_id:
-            body["succeeded"] = True  # nothing to build: the container is served as requested
-    return _without_nulls(body)
+class LayerLocationField(serializers.CharField):
+    """`data:` for an inline layer (its payload is never stored); the URL without secrets otherwise."""
+
+    def get_attribute(self, instance: InjectedLayer) -> str:
+        return "data:" if instance.kind == InjectedLayer.Kind.DATA else redact_url(instance.url)
 
 
-def _layer(layer: InjectedLayer) -> dict[str, Any]:
-    return {
-        "location": layer.url if layer.kind == InjectedLayer.Kind.HTTP else "data:",
-        "gzipDigest": layer.gzip_digest,
-        "gzipSize": layer.gzip_size,
-        "tarDigest": layer.tar_digest,
-    }
+class NotFrozenField(serializers.BooleanField):
+    """`freeze` of a stored request: always false, since freezing is a build and builds are refused for now."""
+
+    def get_attribute(self, instance: object) -> bool:
+        return False
 
 
-def present_record(request: ContainerRequest) -> dict[str, Any]:
-    config = dict(request.container_config)
-    layers = list(request.layers.all())
-    if layers:
-        config["layers"] = [_layer(layer) for layer in layers]
-    return _without_nulls(
-        {
-            "containerImage": request.source_image,
-            "containerPlatform": request.platform,
-            "containerConfig": config or None,
-            "targetImage": request.target_image,
-            "fingerprint": request.fingerprint,
-            "timestamp": request.client_timestamp,
-            "towerEndpoint": request.tower_endpoint,
-            "towerWorkspaceId": request.tower_workspace_id,
-            "userName": request.user_name,
-            "buildId": request.build_id,
-            "creationTime": instant(request.created_at),
-        }
+class OutputSerializer(SharedFieldsSerializer):
+    """An answer: null and empty values are left out, as the reference omits null fields."""
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        return {key: value for key, value in data.items() if value is not None and value != "" and value != {}}
+
+
+class ContainerTokenV1ResponseSerializer(OutputSerializer):
+    containerToken = serializers.CharField(source="request.token", help_text="12 lowercase hex characters.")
+    targetImage = serializers.CharField(
+        source="request.target_image", help_text="`<server>/wt/<token>/<path>:<tag>`, pullable by any client."
+    )
+    expiration = InstantField(source="request.expires_at", help_text="When the token stops authorising pulls.")
+    containerImage = serializers.CharField(source="source", help_text="The normalised source image.")
+    buildId = serializers.CharField(
+        source="request.build_id", required=False, help_text="Present when a build was started or joined."
     )
 
 
-def present_description(request: ContainerRequest) -> dict[str, Any]:
-    return {
-        "token": request.token,
-        "expiration": instant(request.expires_at),
-        "request": present_record(request),
-        "source": _without_nulls({"image": request.source_image, "digest": request.source_digest}),
-        "wave": _without_nulls({"image": request.target_image, "digest": request.wave_digest}),
-    }
-
-
-def present_record_v2(request: ContainerRequest) -> dict[str, Any]:
-    return _without_nulls(
-        {
-            "requestId": request.token,
-            **present_record(request),
-            "expiration": instant(request.expires_at),
-            "freeze": False,
-            "sourceDigest": request.source_digest,
-            "waveDigest": request.wave_digest,
-        }
+class ContainerTokenV2ResponseSerializer(ContainerTokenV1ResponseSerializer):
+    containerToken = serializers.CharField(
+        source="request.token", required=False, help_text="12 lowercase hex characters; not for a dry run."
+    )
+    targetImage = serializers.CharField(
+        source="request.target_image",
+        required=False,
+        help_text="`<server>/wt/<token>/<path>:<tag>`, pullable by any client; not for a dry run.",
+    )
+    expiration = InstantField(
+        source="request.expires_at", required=False, help_text="When the token stops authorising pulls."
+    )
+    cached = serializers.BooleanField(
+        source="is_cached", required=False, help_text="Only with a buildId: the image already existed."
+    )
+    freeze = serializers.BooleanField(
+        source="is_frozen", help_text="Whether the image was pushed to the caller's repository."
+    )
+    succeeded = serializers.BooleanField(
+        required=False, help_text="True when there is nothing to build; with a buildId, once the build succeeded."
     )
 
 
-def _duration(request: ContainerRequest, layers: list[InjectedLayer], *, is_pending: bool) -> str | None:
-    """Seconds from creation until the last layer settled (until now while pending), as the reference
-    writes them: a decimal string with nanoseconds, `"12.500000000"`. None when a settle time is unknown."""
-    finished = [layer.finished_at for layer in layers]
-    if is_pending:
-        end = timezone.now()
-    elif any(moment is None for moment in finished):
-        return None
-    else:
-        end = max([request.created_at, *(moment for moment in finished if moment is not None)])
-    seconds = max((end - request.created_at).total_seconds(), 0.0)
-    return f"{seconds:.9f}"
+class ContainerLayerOutputSerializer(OutputSerializer):
+    location = LayerLocationField(
+        source="*", help_text="The layer's URL without user info or signatures; `data:` for inline layers."
+    )
+    gzipDigest = serializers.CharField(source="gzip_digest", help_text="sha256 of the tar.gz.")
+    gzipSize = serializers.IntegerField(source="gzip_size", help_text="Size of the tar.gz in bytes.")
+    tarDigest = serializers.CharField(source="tar_digest", help_text="sha256 of the uncompressed tar.")
 
 
-def present_status(request: ContainerRequest) -> dict[str, Any]:
-    """PENDING while layers download; DONE once all are ready (succeeded) or one failed (with the reason)."""
-    layers = list(request.layers.all())
-    failed = [layer for layer in layers if layer.state == InjectedLayer.State.FAILED]
-    pending = [layer for layer in layers if layer.state == InjectedLayer.State.PENDING]
-    body: dict[str, Any] = {"id": request.token, "creationTime": instant(request.created_at)}
-    duration = _duration(request, layers, is_pending=bool(pending))
-    if duration is not None:
-        body["duration"] = duration
-    if failed:
-        first = failed[0]
-        reason = f"Layer {first.position} ({first.gzip_digest}) failed: {first.failure_reason}"
-        body.update(status="DONE", succeeded=False, reason=reason)
-    elif pending:
-        body.update(status="PENDING")
-    else:
-        body.update(status="DONE", succeeded=True)
-    return body
+def _strings(help_text: str, source: str) -> serializers.ListField:
+    return serializers.ListField(child=serializers.CharField(), source=source, required=False, help_text=help_text)
+
+
+class ContainerConfigOutputSerializer(OutputSerializer):
+    """The requested changes of a stored request (over the ContainerRequest row)."""
+
+    entrypoint = _strings("Replaces the image's entrypoint.", "container_config.entrypoint")
+    cmd = _strings("Replaces the image's command.", "container_config.cmd")
+    env = _strings("`NAME=value` entries appended to the image's environment.", "container_config.env")
+    workingDir = serializers.CharField(
+        source="container_config.workingDir", required=False, help_text="Working directory of the container."
+    )
+    layers = ContainerLayerOutputSerializer(
+        many=True, source="layers.all", required=False, help_text="Layers appended, in order, to the image."
+    )
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if not data.get("layers"):
+            data.pop("layers", None)
+        return data
+
+
+class ContainerRequestRecordSerializer(OutputSerializer):
+    containerImage = serializers.CharField(source="source_image", help_text="The normalised source image.")
+    containerPlatform = serializers.CharField(
+        source="platform", help_text="The normalised platform, e.g. `linux/amd64`."
+    )
+    containerConfig = ContainerConfigOutputSerializer(
+        source="*", required=False, help_text="The requested changes; `data:` layers show as `data:` only."
+    )
+    targetImage = serializers.CharField(source="target_image", help_text="The image name to pull.")
+    fingerprint = serializers.CharField(required=False, help_text="As sent by the client.")
+    timestamp = serializers.CharField(source="client_timestamp", required=False, help_text="As sent by the client.")
+    towerEndpoint = serializers.CharField(
+        source="tower_endpoint", required=False, help_text="The Tower endpoint credentials come from."
+    )
+    towerWorkspaceId = serializers.IntegerField(
+        source="tower_workspace_id", required=False, help_text="The Tower workspace."
+    )
+    userName = serializers.CharField(source="user_name", required=False, help_text="The Tower user, when identified.")
+    buildId = serializers.CharField(source="build_id", required=False, help_text="The build, for built images.")
+    creationTime = InstantField(source="created_at", help_text="When the request was accepted.")
+
+
+class SourceImageSerializer(OutputSerializer):
+    image = serializers.CharField(source="source_image", help_text="The normalised source image.")
+    digest = serializers.CharField(
+        source="source_digest", required=False, help_text="Digest of the source manifest (`sha256:...`)."
+    )
+
+
+class WaveImageSerializer(OutputSerializer):
+    image = serializers.CharField(source="target_image", help_text="The image name to pull.")
+    digest = serializers.CharField(
+        source="wave_digest", required=False, help_text="Digest of the manifest served, once first pulled."
+    )
+
+
+class ContainerDescriptionSerializer(OutputSerializer):
+    token = serializers.CharField(help_text="The container token.")
+    expiration = InstantField(source="expires_at", help_text="When the token stops authorising pulls.")
+    request = ContainerRequestRecordSerializer(source="*", help_text="The request as stored.")
+    # A field named like Field.source: DRF's metaclass takes it out of the class attributes.
+    source = SourceImageSerializer(source="*", help_text="The source image.")  # type: ignore[assignment]
+    wave = WaveImageSerializer(source="*", help_text="The image served; its digest once first pulled.")
+
+
+class ContainerRecordV2Serializer(ContainerRequestRecordSerializer):
+    requestId = serializers.CharField(source="token", help_text="The container token.")
+    expiration = InstantField(source="expires_at", help_text="When the token stops authorising pulls.")
+    freeze = NotFrozenField(help_text="Whether the image was pushed to the caller's repository.")
+    sourceDigest = serializers.CharField(
+        source="source_digest", required=False, help_text="Digest of the source manifest."
+    )
+    waveDigest = serializers.CharField(
+        source="wave_digest", required=False, help_text="Digest of the manifest served, once first pulled."
+    )
+
+
+class ContainerStatusSerializer(OutputSerializer):
+    id = serializers.CharField(source="token", help_text="The container token.")
+    status = serializers.ChoiceField(
+        choices=["PENDING", "BUILDING", "DONE"], help_text="PENDING while layers download; DONE once settled."
+    )
+    buildId = serializers.CharField(source="build_id", required=False, help_text="The build, for built images.")
+    succeeded = serializers.BooleanField(required=False, help_text="Present once DONE.")
+    reason = serializers.CharField(required=False, help_text="Why it did not succeed.")
+    detailsUri = serializers.CharField(
+        source="details_uri", required=False, help_text="Where a person can read the build's details."
+    )
+    creationTime = InstantField(source="created_at", help_text="When the request was accepted.")
+    duration = serializers.CharField(
+        required=False,
+        help_text="Seconds from creation until every layer was ready or one failed (until now while PENDING), "
+        'as a decimal string with nanoseconds, e.g. `"1.250000000"`.',
+    )

@@ -1,4 +1,8 @@
-"""Writes of container requests: accept (validate, check upstream, store), revoke, purge."""
+"""Writes of container requests: accept (check upstream, store), revoke, purge.
+
+`container_request_create` takes a validated `ContainerRequestSpec`; before storing anything it checks
+what needs the network: layer hosts (SSRF), `data:` payloads, the source image and its platforms upstream.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +12,24 @@ import functools
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from credentials.callers import Caller, tower_endpoint_of
-from credentials.clients import registry_client
+from credentials.callers import Caller
 from credentials.policy import url_destination_check
-from registry.client import (
-    ManifestUnknownError,
-    RegistryDeniedError,
-    RegistryError,
-    RegistryUnauthorizedError,
-)
 from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
 from requests_app.layers import LayerSpec, decode_data_layer
 from requests_app.models import ContainerRequest, InjectedLayer
-from requests_app.oci.manifests import upstream_check_key
 from requests_app.oci.tokens import token_mark_revoked
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.selectors import injected_layer_verified_before
-from requests_app.validation import check_request, is_build_request
+from requests_app.specs import ContainerRequestSpec, RequestedLayer
+from requests_app.upstream import upstream_digest, upstream_platform_check
 from wave_site.blobstore import blob_key, blob_store_put
-from wave_site.cache import shared_cache
 from wave_site.errors import BadRequest, NotFound, ServiceUnavailable, WaveError
 
 logger = logging.getLogger(__name__)
@@ -57,82 +52,81 @@ def target_image_for(token: str, ref: ImageReference) -> str:
     return f"{authority}/wt/{token}/{ref.path_and_version}"
 
 
-def upstream_digest(ref: ImageReference, *, shown_name: str) -> str:
-    """The source manifest's digest (HEAD upstream with the resolved credentials), cached briefly."""
-    key = upstream_check_key(ref, identity=registry_client().identity(ref.registry))
-    cached = shared_cache().get(key)
-    if isinstance(cached, str):
-        return cached
-    try:
-        info = registry_client().head_manifest(ref)
-    except DestinationRefusedError as exc:
-        raise BadRequest(exc.message) from None
-    except (ManifestUnknownError, RegistryUnauthorizedError, RegistryDeniedError):
-        raise BadRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
-    except RegistryError as exc:
-        raise ServiceUnavailable(exc.message) from None
-    shared_cache().set(key, info.digest, settings.WAVE_UPSTREAM_CACHE_TTL)
-    return info.digest
-
-
-def _layer_specs(data: dict[str, Any]) -> list[LayerSpec]:
+def _layer_specs(layers: tuple[RequestedLayer, ...]) -> list[LayerSpec]:
+    """Layer hosts allowed (SSRF), `data:` payloads decoded and verified; nothing is stored yet."""
     specs = []
-    for position, layer in enumerate((data.get("containerConfig") or {}).get("layers") or []):
-        location = layer["location"]
-        inline = location.startswith("data:")
+    for position, layer in enumerate(layers):
         payload = None
-        if not inline:
+        if not layer.is_inline:
             try:
-                url_destination_check(location)
+                url_destination_check(layer.location)
             except DestinationRefusedError as exc:
                 raise BadRequest(exc.message) from None
         else:
             payload = decode_data_layer(
-                location, gzip_digest=layer["gzipDigest"], gzip_size=layer["gzipSize"], tar_digest=layer["tarDigest"]
+                layer.location, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
             )
         specs.append(
             LayerSpec(
                 position=position,
-                url="" if inline else location,
-                gzip_digest=layer["gzipDigest"],
-                gzip_size=layer["gzipSize"],
-                tar_digest=layer["tarDigest"],
+                url="" if layer.is_inline else layer.location,
+                gzip_digest=layer.gzip_digest,
+                gzip_size=layer.gzip_size,
+                tar_digest=layer.tar_digest,
                 data=payload,
             )
         )
     return specs
 
 
-def _stored_config(data: dict[str, Any]) -> dict[str, Any]:
-    config = data.get("containerConfig") or {}
-    return {key: config[key] for key in ("entrypoint", "cmd", "env", "workingDir") if config.get(key) is not None}
-
-
 @dataclass(frozen=True)
 class Accepted:
-    request: ContainerRequest | None  # None for a dry run: nothing stored
+    """An accepted request: the stored row, or for a dry run (nothing stored) only the normalised source."""
+
+    request: ContainerRequest | None
     source: ImageReference
 
+    @property
+    def is_frozen(self) -> bool:
+        return False  # freeze is a build: refused until builds are served
 
-def container_request_create(*, data: dict[str, Any], api_version: str, caller: Caller) -> Accepted:
-    """Validate a request, check its source upstream, store it with its layers; the stored request.
+    @property
+    def is_cached(self) -> bool | None:
+        """Only with a build: whether its image already existed. None: no build."""
+        return None
+
+    @property
+    def succeeded(self) -> bool | None:
+        """True when there is nothing to build (the container is served as requested); None for a dry run."""
+        return None if self.request is None else not self.request.build_id
+
+
+def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> Accepted:
+    """Check a validated request against the network (layer hosts, source image upstream), store it
+    with its layers; the stored request.
 
     Nothing is stored when any check fails. Network I/O (the upstream check) happens before the
     transaction; `data:` layers are verified in memory first and written to the blob store only
     once the request is known to be good.
     """
-    v2 = api_version == ContainerRequest.ApiVersion.V2
-    ref, platform = check_request(data, v2=v2)
-    if is_build_request(data):
+    if spec.build is not None:
         rate_limit_acquire(kind="build", key=caller.rate_limit_key)
         raise BuildsUnavailable(
             "Container builds (containerFile, condaFile, spackFile, packages, freeze, mirror) "
             "are not available on this service yet"
         )
+    ref = spec.image
     assert ref is not None  # a request that is not a build names an image
-    layers = _layer_specs(data)
-    source_digest = upstream_digest(ref, shown_name=data["containerImage"])
-    if v2 and data.get("dryRun"):
+    layers = _layer_specs(spec.config.layers)
+    source_digest = upstream_digest(ref, shown_name=spec.image_name)
+    if spec.is_platform_named or not spec.config.is_empty:
+        # Unchanged images are served as they are: only a named platform, or one the proxy must pick
+        # from an index to augment it, needs to exist upstream.
+        upstream_platform_check(
+            ref, digest=ref.digest or source_digest, platform=spec.platform, shown_name=spec.image_name,
+            named=spec.is_platform_named,
+        )  # fmt: skip
+    if spec.dry_run:
         return Accepted(request=None, source=ref)
 
     for layer in layers:
@@ -146,16 +140,16 @@ def container_request_create(*, data: dict[str, Any], api_version: str, caller: 
         token = new_token()
         request = ContainerRequest(
             token=token,
-            api_version=api_version,
+            api_version=spec.api_version,
             source_image=str(ref),
             target_image=target_image_for(token, ref),
-            platform=str(platform),
-            container_config=_stored_config(data),
-            fingerprint=data.get("fingerprint") or "",
-            client_timestamp=data.get("timestamp") or "",
+            platform=str(spec.platform),
+            container_config=spec.config.stored(),
+            fingerprint=spec.fingerprint,
+            client_timestamp=spec.timestamp,
             client_ip=caller.ip,
-            tower_endpoint=tower_endpoint_of(data.get("towerEndpoint")),
-            tower_workspace_id=data.get("towerWorkspaceId"),
+            tower_endpoint=spec.tower.endpoint,
+            tower_workspace_id=spec.tower.workspace_id,
             user_id=caller.user_id,
             user_name=caller.user_name,
             source_digest=source_digest if ref.digest is None else ref.digest,

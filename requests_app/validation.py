@@ -1,8 +1,9 @@
-"""The reference's validation rules for container requests, with its exact messages.
+"""The reference's validation rules for container requests, with its exact messages; the typed spec.
 
-Pure functions over the already type-checked request fields: each raises BadRequest with the text
-clients search for. Order follows the reference: the kind of request, then encodings and sizes, then
-names, platform and repositories, then layers.
+Pure functions over the already type-checked request fields (wire names): each raises BadRequest with
+the text clients search for. Order follows the reference: the kind of request, then encodings and
+sizes, then names, platform and repositories, then the container config and its layers.
+`container_request_spec` runs them all and returns the `ContainerRequestSpec` services take.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
+from credentials.callers import tower_endpoint_of
 from registry.platform import InvalidPlatformError, Platform, parse_platform
 from registry.reference import ImageReference, InvalidReferenceError, parse_image, parse_repository
+from requests_app.models import ContainerRequest
+from requests_app.specs import BuildSpec, ContainerConfigSpec, ContainerRequestSpec, RequestedLayer, TowerSpec
 from wave_site.errors import BadRequest
+from wave_site.redact import redact_url
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 FORBIDDEN_CONTAINER_FILE_PATHS = ("/.docker/config.json", "/kaniko")
@@ -66,16 +72,30 @@ def check_request_kind(data: Mapping[str, Any], *, v2: bool) -> None:
         raise BadRequest("Attribute `buildRepository` must be specified when using freeze mode")
 
 
-def check_build_files(data: Mapping[str, Any]) -> None:
+@dataclass(frozen=True)
+class Recipes:
+    """The build files of a request, decoded."""
+
+    container_file: str | None = None
+    conda_file: str | None = None
+    spack_file: str | None = None
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def check_build_files(data: Mapping[str, Any]) -> Recipes:
+    container_text = conda_text = spack_text = None
     container_file = data.get("containerFile")
     if container_file:
         if len(container_file) > settings.WAVE_CONTAINER_FILE_MAX_SIZE:
             raise BadRequest(
                 f"Container file size exceeds the maximum allowed size of {settings.WAVE_CONTAINER_FILE_MAX_SIZE} bytes"
             )
-        text = decode_base64(container_file, "containerFile").decode("utf-8", "replace")
+        container_text = _text(decode_base64(container_file, "containerFile"))
         for path in FORBIDDEN_CONTAINER_FILE_PATHS:
-            if path in text:
+            if path in container_text:
                 raise BadRequest(f"Invalid container file - it must not access '{path}'")
     conda_file = data.get("condaFile")
     if conda_file:
@@ -83,9 +103,10 @@ def check_build_files(data: Mapping[str, Any]) -> None:
             raise BadRequest(
                 f"Conda file size exceeds the maximum allowed size of {settings.WAVE_CONDA_FILE_MAX_SIZE} bytes"
             )
-        decode_base64(conda_file, "condaFile")
+        conda_text = _text(decode_base64(conda_file, "condaFile"))
     if data.get("spackFile"):
-        decode_base64(data["spackFile"], "spackFile")
+        spack_text = _text(decode_base64(data["spackFile"], "spackFile"))
+    return Recipes(container_file=container_text, conda_file=conda_text, spack_file=spack_text)
 
 
 def check_image(data: Mapping[str, Any]) -> ImageReference | None:
@@ -95,7 +116,8 @@ def check_image(data: Mapping[str, Any]) -> ImageReference | None:
     try:
         ref = parse_image(value)
     except InvalidReferenceError as exc:
-        raise BadRequest(exc.message) from None
+        # A name written as a URL may carry credentials (`https://user:pass@host/...`): never send them back.
+        raise BadRequest(exc.message.replace(value, redact_url(value)) if "://" in value else exc.message) from None
     if ref.digest and any((data.get("containerConfig") or {}).values()):
         raise BadRequest(
             "Container requests made using a SHA256 as tag does not support the 'containerConfig' attribute"
@@ -115,7 +137,8 @@ def check_repository(value: str | None, *, label: str) -> None:
     if not value:
         return
     if "://" in value:
-        raise BadRequest(f"{label} should not include any protocol prefix - offending value: '{value}'")
+        shown = redact_url(value)  # `https://user:pass@host/...` must not come back to be logged anywhere
+        raise BadRequest(f"{label} should not include any protocol prefix - offending value: '{shown}'")
     if "/" not in value.strip("/"):
         raise BadRequest(f"{label} is invalid or incomplete - offending value: '{value}'")
     if ":" in value.rsplit("/", 1)[1] or "@" in value:
@@ -126,12 +149,23 @@ def check_repository(value: str | None, *, label: str) -> None:
         raise BadRequest(f"{label} is invalid or incomplete - offending value: '{value}'") from None
 
 
-def check_layer_fields(layer: Mapping[str, Any], index: int) -> None:
+def check_env(entries: list[str]) -> None:
+    """Each entry sets a variable: `NAME=value` (the value may be empty, the name may not)."""
+    for entry in entries:
+        name, equals, _value = entry.partition("=")
+        if not equals or not name:
+            shown = entry[:60]
+            raise BadRequest(
+                f"Invalid container config 'env' entry - expected the form NAME=value, offending value: '{shown}'"
+            )
+
+
+def check_layer_fields(layer: Mapping[str, Any], index: int) -> RequestedLayer:
     location = layer.get("location") or ""
     if len(location) > settings.WAVE_LAYER_MAX_SIZE:
         raise BadRequest("Container layer exceeds the maximum allowed size")
     if not location.startswith(("data:", "http://", "https://")):
-        shown = location[:60]
+        shown = redact_url(location[:2048])[:60]
         raise BadRequest(
             f"Container layer location must be an http(s) URL or a 'data:' payload - offending value: '{shown}'"
         )
@@ -139,16 +173,68 @@ def check_layer_fields(layer: Mapping[str, Any], index: int) -> None:
         value = layer.get(attribute) or ""
         if not SHA256.fullmatch(value):
             raise BadRequest(f"Invalid container layer '{attribute}' attribute - offending value: '{value}'")
+    return RequestedLayer(
+        location=location, gzip_digest=layer["gzipDigest"], gzip_size=layer["gzipSize"], tar_digest=layer["tarDigest"]
+    )
 
 
-def check_request(data: Mapping[str, Any], *, v2: bool) -> tuple[ImageReference | None, Platform]:
-    """Every rule; returns the normalised image (None for builds from a file) and the platform."""
-    check_request_kind(data, v2=v2)
-    check_build_files(data)
+def check_container_config(config: Mapping[str, Any]) -> ContainerConfigSpec:
+    check_env(config.get("env") or [])
+    layers = tuple(check_layer_fields(layer, index) for index, layer in enumerate(config.get("layers") or []))
+
+    def strings(key: str) -> tuple[str, ...] | None:
+        value = config.get(key)
+        return None if value is None else tuple(value)
+
+    return ContainerConfigSpec(
+        entrypoint=strings("entrypoint"),
+        cmd=strings("cmd"),
+        env=strings("env"),
+        working_dir=config.get("workingDir"),
+        layers=layers,
+    )
+
+
+def container_request_spec(data: Mapping[str, Any], *, api_version: str) -> ContainerRequestSpec:
+    """Every rule, in the reference's order; the typed request. `data` is an input serializer's output."""
+    check_request_kind(data, v2=api_version == ContainerRequest.ApiVersion.V2)
+    recipes = check_build_files(data)
     ref = check_image(data)
     platform = check_platform(data.get("containerPlatform"))
     check_repository(data.get("buildRepository"), label="Container build repository")
     check_repository(data.get("cacheRepository"), label="Container build cache repository")
-    for index, layer in enumerate((data.get("containerConfig") or {}).get("layers") or []):
-        check_layer_fields(layer, index)
-    return ref, platform
+    config = check_container_config(data.get("containerConfig") or {})
+    build = None
+    if is_build_request(data):
+        build = BuildSpec(
+            container_file=recipes.container_file,
+            conda_file=recipes.conda_file,
+            spack_file=recipes.spack_file,
+            packages=data.get("packages"),
+            build_repository=data.get("buildRepository") or None,
+            cache_repository=data.get("cacheRepository") or None,
+            name_strategy=data.get("nameStrategy"),
+            build_context=data.get("buildContext"),
+            format=data.get("format"),
+            workflow_id=data.get("workflowId"),
+            freeze=bool(data.get("freeze")),
+            mirror=bool(data.get("mirror")),
+        )
+    return ContainerRequestSpec(
+        api_version=api_version,
+        image=ref,
+        image_name=data.get("containerImage") or "",
+        platform=platform,
+        is_platform_named=bool(data.get("containerPlatform")),
+        config=config,
+        tower=TowerSpec(
+            endpoint=tower_endpoint_of(data.get("towerEndpoint")),
+            workspace_id=data.get("towerWorkspaceId"),
+            access_token=data.get("towerAccessToken") or None,
+            refresh_token=data.get("towerRefreshToken") or None,
+        ),
+        build=build,
+        dry_run=bool(data.get("dryRun")),
+        fingerprint=data.get("fingerprint") or "",
+        timestamp=data.get("timestamp") or "",
+    )

@@ -1,9 +1,9 @@
-"""Container request API: thin views over `services` and `selectors`."""
+"""Container request API: thin views. Validate an input serializer, build the typed spec, call one
+service or selector, render an output serializer."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -20,6 +20,7 @@ from requests_app.api_examples import (
     NOT_FOUND_EXAMPLE,
     RECORD_V2_EXAMPLE,
     REQUEST_EXAMPLE,
+    SERVICE_ERROR_EXAMPLES,
     STATUS_EXAMPLES,
     V1_RESPONSE_EXAMPLE,
     V2_RESPONSE_EXAMPLES,
@@ -35,25 +36,43 @@ from requests_app.serializers import (
     ContainerStatusSerializer,
     ContainerTokenV1ResponseSerializer,
     ContainerTokenV2ResponseSerializer,
-    present_description,
-    present_record_v2,
-    present_status,
-    present_token,
 )
 from requests_app.services import container_request_create, container_request_revoke
+from requests_app.status import container_request_status
+from requests_app.validation import container_request_spec
 from wave_site.authentication import OperatorBasicAuthentication
 from wave_site.errors import NotFound, WaveError
 from wave_site.serializers import ErrorMessageSerializer
 
 TOKEN = re.compile(r"[0-9a-f]{12}")
-ERRORS = {
-    400: OpenApiResponse(ErrorMessageSerializer, description="Invalid request; `message` says why."),
-    413: OpenApiResponse(ErrorMessageSerializer, description="Request body too large."),
-    429: OpenApiResponse(ErrorMessageSerializer, description="Rate limit exceeded; see `Retry-After`."),
-    501: OpenApiResponse(ErrorMessageSerializer, description="Builds are not available yet."),
-    503: OpenApiResponse(ErrorMessageSerializer, description="The source registry is unavailable."),
+# Every operation may answer these; `message` carries the error ID of a 500, also logged with its traceback.
+SERVICE_ERRORS = {
+    500: OpenApiResponse(ErrorMessageSerializer, description="Unexpected error; `message` holds an error ID."),
+    503: OpenApiResponse(
+        ErrorMessageSerializer, description="The database or Redis is unreachable; retry after `Retry-After`."
+    ),
 }
-NOT_FOUND = {404: OpenApiResponse(ErrorMessageSerializer, description="Unknown, expired or revoked token.")}
+ERRORS = {
+    400: OpenApiResponse(
+        ErrorMessageSerializer,
+        description="Invalid request, or a source image (or platform) that does not exist upstream; "
+        "`message` says why.",
+    ),
+    413: OpenApiResponse(ErrorMessageSerializer, description="Request body too large."),
+    415: OpenApiResponse(ErrorMessageSerializer, description="The body is not `application/json`."),
+    429: OpenApiResponse(ErrorMessageSerializer, description="Rate limit exceeded; see `Retry-After`."),
+    **SERVICE_ERRORS,
+    501: OpenApiResponse(ErrorMessageSerializer, description="Builds are not available yet."),
+    503: OpenApiResponse(
+        ErrorMessageSerializer,
+        description="The source registry, the database or Redis is unavailable; retry later "
+        "(after `Retry-After` when given).",
+    ),
+}
+NOT_FOUND = {
+    404: OpenApiResponse(ErrorMessageSerializer, description="Unknown, expired or revoked token."),
+    **SERVICE_ERRORS,
+}
 
 
 class RequestTooLarge(WaveError):
@@ -66,6 +85,7 @@ class ContainerRequestView(APIView):
     authentication_classes: list[type] = []
     api_version = ContainerRequest.ApiVersion.V1
     input_serializer: type = ContainerRequestV1InputSerializer
+    output_serializer: type = ContainerTokenV1ResponseSerializer
 
     def post(self, request: Request) -> Response:
         length = request.META.get("CONTENT_LENGTH") or "0"
@@ -75,14 +95,9 @@ class ContainerRequestView(APIView):
             )
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        caller = Caller(ip=request.META.get("REMOTE_ADDR"))
-        accepted = container_request_create(
-            data=dict(serializer.validated_data), api_version=self.api_version, caller=caller
-        )
-        v2 = self.api_version == ContainerRequest.ApiVersion.V2
-        if accepted.request is None:  # dry run
-            return Response({"containerImage": str(accepted.source), "freeze": False})
-        return Response(present_token(accepted.request, v2=v2))
+        spec = container_request_spec(serializer.validated_data, api_version=self.api_version)
+        accepted = container_request_create(spec=spec, caller=Caller(ip=request.META.get("REMOTE_ADDR")))
+        return Response(self.output_serializer(accepted).data)
 
 
 class ContainerTokenV1View(ContainerRequestView):
@@ -101,6 +116,7 @@ class ContainerTokenV1View(ContainerRequestView):
 class ContainerTokenV2View(ContainerRequestView):
     api_version = ContainerRequest.ApiVersion.V2
     input_serializer = ContainerRequestV2InputSerializer
+    output_serializer = ContainerTokenV2ResponseSerializer
 
     @extend_schema(
         operation_id="container_create_v2",
@@ -137,11 +153,11 @@ class ContainerTokenDetailView(APIView):
         operation_id="container_token_describe",
         summary="Describe a container request",
         responses={200: ContainerDescriptionSerializer, **NOT_FOUND},
-        examples=[DESCRIPTION_EXAMPLE, NOT_FOUND_EXAMPLE],
+        examples=[DESCRIPTION_EXAMPLE, NOT_FOUND_EXAMPLE, *SERVICE_ERROR_EXAMPLES],
         tags=["containers"],
     )
     def get(self, request: Request, token: str) -> Response:
-        return Response(present_description(active_request(token)))
+        return Response(ContainerDescriptionSerializer(active_request(token)).data)
 
     @extend_schema(
         operation_id="container_token_revoke",
@@ -156,6 +172,7 @@ class ContainerTokenDetailView(APIView):
             error_example("no credentials", 401, "Authentication credentials were not provided."),
             error_example("not an operator", 403, "You do not have permission to perform this action."),
             NOT_FOUND_EXAMPLE,
+            *SERVICE_ERROR_EXAMPLES,
         ],
         tags=["containers"],
     )
@@ -173,11 +190,11 @@ class ContainerRecordV2View(APIView):
         operation_id="container_describe_v2",
         summary="The stored container request",
         responses={200: ContainerRecordV2Serializer, **NOT_FOUND},
-        examples=[RECORD_V2_EXAMPLE, NOT_FOUND_EXAMPLE],
+        examples=[RECORD_V2_EXAMPLE, NOT_FOUND_EXAMPLE, *SERVICE_ERROR_EXAMPLES],
         tags=["containers"],
     )
     def get(self, request: Request, token: str) -> Response:
-        return Response(present_record_v2(active_request(token)))
+        return Response(ContainerRecordV2Serializer(active_request(token)).data)
 
 
 class ContainerStatusV2View(APIView):
@@ -187,9 +204,8 @@ class ContainerStatusV2View(APIView):
         operation_id="container_status_v2",
         summary="Whether the container is ready to pull",
         responses={200: ContainerStatusSerializer, **NOT_FOUND},
-        examples=[*STATUS_EXAMPLES, NOT_FOUND_EXAMPLE],
+        examples=[*STATUS_EXAMPLES, NOT_FOUND_EXAMPLE, *SERVICE_ERROR_EXAMPLES],
         tags=["containers"],
     )
     def get(self, request: Request, token: str) -> Response:
-        body: dict[str, Any] = present_status(active_request(token))
-        return Response(body)
+        return Response(ContainerStatusSerializer(container_request_status(active_request(token))).data)

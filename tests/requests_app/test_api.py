@@ -334,3 +334,48 @@ def test_delete_with_an_operator_session(client: Client, post: Post, anonymous_i
     client.login(username="ops", password="ops-pass")
     assert client.delete(f"/container-token/{token}").status_code == 200
     assert ContainerRequest.objects.get(token=token).revoked_at is not None
+
+
+SECRET_LOCATION = "http://alice:s3cret@127.0.0.1:9/layer.tar.gz?X-Amz-Signature=abc123&part=1"
+SHOWN_LOCATION = "http://REDACTED@127.0.0.1:9/layer.tar.gz?X-Amz-Signature=REDACTED&part=1"
+
+
+def test_describe_and_record_show_layer_locations_without_secrets(
+    client: Client, post: Post, anonymous_image: PushedImage
+) -> None:
+    layer = make_layer({"a.txt": b"a"})
+    body = {
+        "containerImage": anonymous_image.reference,
+        "containerConfig": {"layers": [layer.as_request(SECRET_LOCATION)]},
+    }
+    created = post(body, v2=True)
+    assert created.status_code == 200, created.content
+    token = created.json()["containerToken"]
+    assert InjectedLayer.objects.get().url == SECRET_LOCATION  # the worker needs it as given
+    described = client.get(f"/container-token/{token}")
+    record = client.get(f"/v1alpha2/container/{token}")
+    expected = {
+        "location": SHOWN_LOCATION,
+        "gzipDigest": layer.gzip_digest,
+        "gzipSize": len(layer.gzip_bytes),
+        "tarDigest": layer.tar_digest,
+    }
+    assert described.json()["request"]["containerConfig"] == {"layers": [expected]}
+    assert record.json()["containerConfig"] == {"layers": [expected]}
+    for response in (created, described, record):
+        assert b"s3cret" not in response.content
+        assert b"abc123" not in response.content
+
+
+def test_status_reason_shows_the_location_without_secrets(
+    client: Client, post: Post, anonymous_image: PushedImage
+) -> None:
+    layer = make_layer({"a.txt": b"a"}).as_request(SECRET_LOCATION)
+    token = post({"containerImage": anonymous_image.reference, "containerConfig": {"layers": [layer]}}).json()[
+        "containerToken"
+    ]
+    InjectedLayer.objects.update(
+        state="failed", failure_reason=f"Download of {SECRET_LOCATION} answered HTTP 403", finished_at=timezone.now()
+    )
+    status = client.get(f"/v1alpha2/container/{token}/status").json()
+    assert status["reason"] == f"Layer 0 ({layer['gzipDigest']}) failed: Download of {SHOWN_LOCATION} answered HTTP 403"

@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 
-from requests_app.serializers import ContainerRequestV1InputSerializer, ContainerRequestV2InputSerializer
+from registry.reference import parse_image
+from requests_app.models import ContainerRequest
+from requests_app.serializers import (
+    ContainerRequestV1InputSerializer,
+    ContainerRequestV2InputSerializer,
+    ContainerTokenV1ResponseSerializer,
+    ContainerTokenV2ResponseSerializer,
+    instant,
+)
+from requests_app.services import Accepted
 
 
 def test_each_input_serializer_binds_fields_of_its_own() -> None:
@@ -51,3 +61,40 @@ def test_invalid_values_are_reported_per_serializer() -> None:
     assert good.is_valid()
     assert set(bad.errors) == {"containerImage", "towerWorkspaceId"}
     assert good.errors == {}
+
+
+def test_output_leaves_out_null_and_empty_values() -> None:
+    request = ContainerRequest(
+        token="0123456789ab",
+        source_image="docker.io/library/busybox:latest",
+        target_image="localhost:9090/wt/0123456789ab/library/busybox:latest",
+        platform="linux/amd64",
+        container_config={"env": []},
+        created_at=dt.datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=dt.UTC),
+        expires_at=dt.datetime(2026, 11, 28, 22, 0, tzinfo=dt.UTC),
+    )
+    accepted = Accepted(request=request, source=parse_image("busybox"))
+    assert ContainerTokenV1ResponseSerializer(accepted).data == {
+        "containerToken": "0123456789ab",
+        "targetImage": "localhost:9090/wt/0123456789ab/library/busybox:latest",
+        "expiration": "2026-11-28T22:00:00.000Z",
+        "containerImage": "docker.io/library/busybox:latest",
+    }
+    assert ContainerTokenV2ResponseSerializer(accepted).data == {
+        "containerToken": "0123456789ab",
+        "targetImage": "localhost:9090/wt/0123456789ab/library/busybox:latest",
+        "expiration": "2026-11-28T22:00:00.000Z",
+        "containerImage": "docker.io/library/busybox:latest",
+        "freeze": False,
+        "succeeded": True,
+    }
+
+
+def test_a_dry_run_answers_with_the_source_only() -> None:
+    accepted = Accepted(request=None, source=parse_image("quay.io/a/b:1"))
+    assert ContainerTokenV2ResponseSerializer(accepted).data == {"containerImage": "quay.io/a/b:1", "freeze": False}
+
+
+def test_instants_are_utc_with_milliseconds() -> None:
+    moment = dt.datetime(2026, 11, 27, 12, 0, 0, 987654, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert instant(moment) == "2026-11-27T10:00:00.987Z"

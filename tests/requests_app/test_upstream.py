@@ -81,3 +81,76 @@ def test_unreachable_registry_is_503_and_stores_nothing(post: Post, settings: Se
     assert response.json()["message"].startswith("Registry '127.0.0.1:")
     assert "is unreachable" in response.json()["message"]
     assert ContainerRequest.objects.count() == 0
+
+
+def assert_platform_refused(response, image: str, platform: str, available: str) -> None:
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "message": f"Container image '{image}' is not available for platform '{platform}'"
+        f" - available platforms: {available}"
+    }
+    assert ContainerRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_a_platform_a_single_image_lacks_is_refused(post: Post, anonymous_image: PushedImage, v2: bool) -> None:
+    body = {"containerImage": anonymous_image.reference, "containerPlatform": "linux/arm64"}
+    assert_platform_refused(post(body, v2=v2), anonymous_image.reference, "linux/arm64", "linux/amd64")
+    assert_platform_refused(
+        post({**body, "dryRun": True}, v2=True), anonymous_image.reference, "linux/arm64", "linux/amd64"
+    )
+    accepted = post({**body, "containerPlatform": "x86_64"}, v2=v2)
+    assert accepted.status_code == 200, accepted.content
+
+
+def test_a_platform_an_index_lacks_is_refused(post: Post, multiplatform_image: PushedImage) -> None:
+    image = multiplatform_image.reference
+    refused = post({"containerImage": image, "containerPlatform": "linux/arm/v7"})
+    assert_platform_refused(refused, image, "linux/arm/v7", "linux/amd64, linux/arm64")
+    for platform in ("linux/arm64", "linux/amd64", "aarch64"):
+        accepted = post({"containerImage": image, "containerPlatform": platform})
+        assert accepted.status_code == 200, accepted.content
+
+
+def test_an_image_of_another_platform_is_served_as_is_when_no_platform_is_named(
+    builder: Builder, anonymous_image: PushedImage, post: Post
+) -> None:
+    reference = f"{anonymous_image.registry.host}/library/busybox-arm64:latest"
+    builder.push(builder.busybox_image(arch="arm64"), reference)
+    env = {"env": ["A=1"]}
+    assert_platform_refused(
+        post({"containerImage": reference, "containerPlatform": "linux/amd64", "containerConfig": env}),
+        reference,
+        "linux/amd64",
+        "linux/arm64",
+    )
+    assert post({"containerImage": reference, "containerConfig": env}).status_code == 200
+
+
+def test_an_index_must_offer_the_default_platform_to_be_augmented(
+    builder: Builder, anonymous_image: PushedImage, post: Post
+) -> None:
+    reference = f"{anonymous_image.registry.host}/library/busybox-arm-only:latest"
+    builder.push_index({"arm64": builder.busybox_image(arch="arm64")}, reference)
+    assert_platform_refused(
+        post({"containerImage": reference, "containerConfig": {"env": ["A=1"]}}),
+        reference,
+        "linux/amd64",
+        "linux/arm64",
+    )
+    assert post({"containerImage": reference}).status_code == 200  # served unchanged: the runtime picks
+
+
+def test_upstream_platforms_are_cached_by_digest(builder: Builder, busybox_image_id: str, post: Post) -> None:
+    registry = start_registry(ANONYMOUS)
+    try:
+        reference = f"{registry.host}/library/busybox:platforms"
+        builder.push(busybox_image_id, reference)
+        assert post({"containerImage": reference, "containerPlatform": "linux/amd64"}).status_code == 200
+    finally:
+        registry.stop()
+    # The registry is gone: the tag's digest and that digest's platforms are still known.
+    assert post({"containerImage": reference, "containerPlatform": "linux/amd64"}).status_code == 200
+    refused = post({"containerImage": reference, "containerPlatform": "linux/arm64"})
+    assert refused.json()["message"].endswith("available platforms: linux/amd64")
+

@@ -83,6 +83,27 @@ def test_default_limits_are_the_reference_ones() -> None:
 
     assert (defaults.WAVE_CONTAINER_FILE_MAX_SIZE, defaults.WAVE_CONDA_FILE_MAX_SIZE) == (10_000, 50_000)
     assert defaults.WAVE_LAYER_MAX_SIZE == 14_000_000
+    assert defaults.WAVE_MAX_LAYERS == 64
+
+
+def test_layers_beyond_the_limit_are_refused(post: Post, image: str, settings: Settings) -> None:
+    settings.WAVE_MAX_LAYERS = 2
+    layers = [make_layer({f"{n}.txt": b"x"}).as_request() for n in range(3)]
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": layers}}),
+        "containerConfig.layers: At most 2 layers are allowed in one request, got 3.",
+    )
+    accepted = post({"containerImage": image, "containerConfig": {"layers": layers[:2]}})
+    assert accepted.status_code == 200, accepted.content
+    assert InjectedLayer.objects.count() == 2
+
+
+def test_the_default_layer_limit_applies(post: Post, image: str) -> None:
+    layer = make_layer({"a.txt": b"x"}).as_request(location="http://127.0.0.1:9/a.tar.gz")
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": [layer] * 2000}}),
+        "containerConfig.layers: At most 64 layers are allowed in one request, got 2000.",
+    )
 
 
 def test_layer_location_too_long(post: Post, image: str, settings: Settings) -> None:
@@ -101,7 +122,17 @@ def test_image_with_protocol(post: Post) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["http:docker.io/foo", "docker:quay.io/foo:latest", "ubuntu: latest", "ubuntu ", "", "   ", "localhost:port/foo"],
+    [
+        "http:docker.io/foo",
+        "docker:quay.io/foo:latest",
+        "ubuntu: latest",
+        "ubuntu ",
+        "",
+        "   ",
+        "localhost:port/foo",
+        "[::1/a",  # not the registry `[::1`
+        "[:::]/foo",  # not an address: invalid, rather than "does not resolve"
+    ],
 )
 def test_malformed_image_name(post: Post, value: str) -> None:
     assert_rejected(post({"containerImage": value}), f"Invalid container image name — offending value: '{value}'")
@@ -247,12 +278,65 @@ def test_layer_digest_format(post: Post, image: str) -> None:
     )
 
 
+@pytest.mark.parametrize("entry", ["FOO", "=value", "A B"])
+def test_env_entry_must_name_a_variable(post: Post, image: str, entry: str) -> None:
+    body = {"containerImage": image, "containerConfig": {"env": ["A=1", entry]}}
+    assert_rejected(
+        post(body),
+        f"Invalid container config 'env' entry - expected the form NAME=value, offending value: '{entry}'",
+    )
+
+
+@pytest.mark.parametrize("entry", ["EMPTY=", "A==b", "PATH=/bin:/usr/bin"])
+def test_env_entry_values_may_be_anything(post: Post, image: str, entry: str) -> None:
+    response = post({"containerImage": image, "containerConfig": {"env": [entry]}})
+    assert response.status_code == 200, response.content
+    assert ContainerRequest.objects.get().container_config == {"env": [entry]}
+
+
 def test_layer_location_kind(post: Post, image: str) -> None:
     layer = make_layer({"a": b"1"}).as_request(location="ftp://example.org/layer.tgz")
     assert_rejected(
         post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
         "Container layer location must be an http(s) URL or a 'data:' payload - offending value: "
         "'ftp://example.org/layer.tgz'",
+    )
+
+
+def test_layer_location_of_another_kind_is_shown_without_credentials(post: Post, image: str) -> None:
+    layer = make_layer({"a": b"1"}).as_request(location="ftp://alice:secret@example.org/l.tgz?sig=abc")
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
+        "Container layer location must be an http(s) URL or a 'data:' payload - offending value: "
+        "'ftp://REDACTED@example.org/l.tgz?sig=REDACTED'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("http://alice:secret@127.0.0.1:abc/x", "Destination '127.0.0.1:abc' is not allowed: the port is invalid"),
+        ("http://alice:secret@/x", "Destination 'http://REDACTED@/x' is not allowed: the URL names no host"),
+    ],
+)
+def test_refused_layer_hosts_are_named_without_credentials(post: Post, image: str, location: str, message: str) -> None:
+    layer = make_layer({"a": b"1"}).as_request(location=location)
+    assert_rejected(post({"containerImage": image, "containerConfig": {"layers": [layer]}}), message)
+
+
+def test_image_with_protocol_is_shown_without_credentials(post: Post) -> None:
+    assert_rejected(
+        post({"containerImage": "https://alice:secret@quay.io/foo:latest"}),
+        "Invalid container repository name — offending value: 'https://REDACTED@quay.io/foo:latest'",
+    )
+
+
+def test_repository_with_protocol_is_shown_without_credentials(post: Post) -> None:
+    body = {"containerFile": DOCKERFILE, "buildRepository": "https://alice:secret@quay.io/user/repo"}
+    assert_rejected(
+        post(body),
+        "Container build repository should not include any protocol prefix - offending value: "
+        "'https://REDACTED@quay.io/user/repo'",
     )
 
 

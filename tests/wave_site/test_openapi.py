@@ -53,3 +53,35 @@ def test_request_bodies_have_examples(schema: dict[str, Any]) -> None:
     found = operations(schema)
     for operation_id in ("container_token_create", "container_create_v2"):
         assert found[operation_id]["requestBody"]["content"]["application/json"]["examples"]
+
+
+def test_every_answer_of_the_container_api_is_documented(schema: dict[str, Any]) -> None:
+    found = operations(schema)
+    answers = {operation_id: set(found[operation_id]["responses"]) for operation_id in API_OPERATIONS}
+    assert answers == {
+        "container_token_create": {"200", "400", "413", "415", "429", "500", "501", "503"},
+        "container_create_v2": {"200", "400", "413", "415", "429", "500", "501", "503"},
+        "container_token_describe": {"200", "404", "500", "503"},
+        "container_token_revoke": {"200", "401", "403", "404", "500", "503"},
+        "container_describe_v2": {"200", "404", "500", "503"},
+        "container_status_v2": {"200", "404", "500", "503"},
+    }
+
+
+def test_answers_are_described_by_their_serializers(schema: dict[str, Any]) -> None:
+    found = operations(schema)
+
+    def component(operation_id: str, status: str) -> str:
+        content = found[operation_id]["responses"][status]["content"]["application/json"]
+        return content["schema"]["$ref"].rsplit("/", 1)[1]
+
+    assert component("container_token_create", "200") == "ContainerTokenV1Response"
+    assert component("container_create_v2", "200") == "ContainerTokenV2Response"
+    assert component("container_token_describe", "200") == "ContainerDescription"
+    assert component("container_describe_v2", "200") == "ContainerRecordV2"
+    assert component("container_status_v2", "200") == "ContainerStatus"
+    assert {component(op, "404") for op in API_OPERATIONS - {"container_token_create", "container_create_v2"}} == {
+        "ErrorMessage"
+    }
+    v2 = schema["components"]["schemas"]["ContainerTokenV2Response"]
+    assert sorted(v2["required"]) == ["containerImage", "freeze"]  # a dry run answers with these only

@@ -1,0 +1,142 @@
+"""The source image of a request, checked upstream when it is accepted: its digest and its platforms.
+
+The digest comes from a HEAD with the resolved credentials, cached briefly (a tag moves). An index names
+its entries' platforms; a single image's platform is in its config blob. Both are fetched with the same
+client and cached by manifest digest: a digest names immutable content, so that answer never changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+
+from credentials.clients import registry_client
+from registry.augment import INDEX_TYPES, MANIFEST_TYPES, AugmentError, media_type_of
+from registry.client import ManifestUnknownError, RegistryDeniedError, RegistryError, RegistryUnauthorizedError
+from registry.platform import Platform
+from registry.reference import SHA256_DIGEST, ImageReference
+from registry.ssrf import DestinationRefusedError
+from requests_app.oci.manifests import upstream_check_key
+from wave_site.cache import shared_cache
+from wave_site.errors import BadRequest, ServiceUnavailable
+
+# Index entries that are not images of a platform: BuildKit's attestation manifests say `unknown/unknown`.
+NOT_A_PLATFORM = "unknown"
+
+
+@contextlib.contextmanager
+def _upstream_errors(shown_name: str) -> Iterator[None]:
+    """Upstream failures as the client reads them: a refused host or a missing image is a 400, an
+    unreachable registry a 503."""
+    try:
+        yield
+    except DestinationRefusedError as exc:
+        raise BadRequest(exc.message) from None
+    except (ManifestUnknownError, RegistryUnauthorizedError, RegistryDeniedError):
+        raise BadRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
+    except RegistryError as exc:
+        raise ServiceUnavailable(exc.message) from None
+
+
+def upstream_digest(ref: ImageReference, *, shown_name: str) -> str:
+    """The source manifest's digest (HEAD upstream with the resolved credentials), cached briefly."""
+    key = upstream_check_key(ref, identity=registry_client().identity(ref.registry))
+    cached = shared_cache().get(key)
+    if isinstance(cached, str):
+        return cached
+    with _upstream_errors(shown_name):
+        info = registry_client().head_manifest(ref)
+    shared_cache().set(key, info.digest, settings.WAVE_UPSTREAM_CACHE_TTL)
+    return info.digest
+
+
+def platforms_key(ref: ImageReference, digest: str) -> str:
+    return f"wave:upstream:platforms:{ref.registry}/{ref.repository}@{digest}"
+
+
+def _platform_of(value: object) -> dict[str, str] | None:
+    """An index entry's `platform` (or an image config's os/architecture/variant) as plain strings."""
+    if not isinstance(value, dict):
+        return None
+    os_name, architecture, variant = value.get("os"), value.get("architecture"), value.get("variant")
+    if not isinstance(os_name, str) or not isinstance(architecture, str) or os_name == NOT_A_PLATFORM:
+        return None
+    platform = {"os": os_name, "architecture": architecture}
+    if isinstance(variant, str) and variant:
+        platform["variant"] = variant
+    return platform
+
+
+def platform_name(platform: dict[str, str]) -> str:
+    return "/".join(filter(None, (platform["os"], platform["architecture"], platform.get("variant"))))
+
+
+def _fetch_platforms(ref: ImageReference, digest: str) -> tuple[bool, list[dict[str, str]]]:
+    """(is an index, the platforms it offers); an empty list when the documents do not say."""
+    client = registry_client()
+    content, declared, _ = client.get_manifest(ref.registry, ref.repository, digest)
+    try:
+        media_type = media_type_of(content, declared)
+        document: Any = json.loads(content)
+    except (AugmentError, ValueError, RecursionError):
+        return False, []
+    if not isinstance(document, dict):
+        return False, []
+    if media_type in INDEX_TYPES:
+        entries = document.get("manifests")
+        found = (
+            [_platform_of(entry.get("platform")) for entry in entries if isinstance(entry, dict)]
+            if isinstance(entries, list)
+            else []
+        )
+        return True, [platform for platform in found if platform is not None]
+    config = document.get("config")
+    config_digest = config.get("digest") if isinstance(config, dict) else None
+    if (
+        media_type not in MANIFEST_TYPES
+        or not isinstance(config_digest, str)
+        or not SHA256_DIGEST.fullmatch(config_digest)
+    ):
+        return False, []
+    try:
+        image_config: Any = json.loads(client.get_blob(ref.registry, ref.repository, config_digest))
+    except (ValueError, RecursionError):
+        return False, []
+    platform = _platform_of(image_config)
+    return False, [platform] if platform is not None else []
+
+
+def upstream_platforms(ref: ImageReference, *, digest: str, shown_name: str) -> tuple[bool, list[dict[str, str]]]:
+    """(is an index, its platforms) for the manifest `digest` of `ref`, cached; upstream failures as the
+    upstream check words them."""
+    key = platforms_key(ref, digest)
+    cached = shared_cache().get(key)
+    if isinstance(cached, tuple):
+        return cached
+    with _upstream_errors(shown_name):
+        found = _fetch_platforms(ref, digest)
+    shared_cache().set(key, found, settings.WAVE_TOKEN_TTL)
+    return found
+
+
+def upstream_platform_check(
+    ref: ImageReference, *, digest: str, platform: Platform, shown_name: str, named: bool
+) -> None:
+    """Refuse a platform the image does not offer, naming those it does.
+
+    A platform the client did not name is only checked against an index (the proxy must find it there
+    to augment); a single image is served as it is. Images whose documents name no platform pass.
+    """
+    is_index, platforms = upstream_platforms(ref, digest=digest, shown_name=shown_name)
+    if not platforms or (not named and not is_index):
+        return
+    if any(platform.matches(offered) for offered in platforms):
+        return
+    names = ", ".join(dict.fromkeys(platform_name(offered) for offered in platforms))
+    raise BadRequest(
+        f"Container image '{shown_name}' is not available for platform '{platform}' - available platforms: {names}"
+    )
