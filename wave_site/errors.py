@@ -26,6 +26,8 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
+from wave_site.serializers import error_body
+
 logger = logging.getLogger("wave.errors")
 
 
@@ -163,7 +165,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if store is not None:
         log_outage(store, context["request"], exc)
         response = Response(
-            {"message": outage_message(store)}, status=503, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}
+            error_body(outage_message(store)), status=503, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}
         )
         response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own "already logged" mark
         return response
@@ -193,7 +195,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         status, message = 403, "Forbidden"
     else:
         status, message = 500, unexpected_error_message(exc)
-    return Response({"message": message}, status=status, headers=headers)
+    return Response(error_body(message), status=status, headers=headers)
 
 
 class ErrorIdMiddleware(MiddlewareMixin):

@@ -1,4 +1,8 @@
+"""Wire formats of the service-wide answers: service info, health, and the `{"message"}` error body."""
+
 from __future__ import annotations
+
+from typing import Any
 
 from rest_framework import serializers
 
@@ -25,3 +29,8 @@ class HealthSerializer(serializers.Serializer):
 
 class ErrorMessageSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="What went wrong, in words a person can act on.")
+
+
+def error_body(message: str) -> dict[str, Any]:
+    """The body of every API error answer (the exception handler's one mapping uses it)."""
+    return dict(ErrorMessageSerializer({"message": message}).data)
