@@ -2,45 +2,59 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 PYTHON ?= python3
+PIP := $(VENV)/bin/pip install --disable-pip-version-check -q
+# One stamp per requirements file: `make run` installs what running needs, `make test` adds the checks.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 TOOLS := buildah skopeo docker-registry umoci busybox-static
+# Browser tests (tests/browser): Debian's Chromium and its driver; nothing is downloaded at test time.
+TEST_TOOLS := chromium chromium-driver
 
-.PHONY: run test tools services lint check pytest bench clean
+.PHONY: run test tools test-tools services lint check pytest bench clean
 
-$(STAMP): requirements.txt
+$(PY):
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || .ci/debian-packages python3-venv
-	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
-	@touch $(STAMP)
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): requirements.txt | $(PY)
+	$(PIP) -r requirements.txt
+	@touch $(RUN_STAMP)
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PIP) -r requirements-dev.txt
+	@touch $(RUN_STAMP) $(DEV_STAMP)
 
 tools:
 	@.ci/debian-packages $(TOOLS) git ca-certificates
 
+test-tools:
+	@.ci/debian-packages $(TEST_TOOLS)
+
 services:
 	@.ci/services
 
-run: tools $(STAMP)
+run: tools $(RUN_STAMP)
 	$(PY) manage.py run
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 # Types, migrations and OpenAPI checks need no database server: they run on a throwaway embedded data dir.
-check: $(STAMP)
+check: $(DEV_STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	  env -u DATABASE_URL -u REDIS_URL WAVE_DATA_DIR=$$tmp $(VENV)/bin/mypy && \
 	  env -u DATABASE_URL -u REDIS_URL WAVE_DATA_DIR=$$tmp $(PY) manage.py makemigrations --check --dry-run && \
 	  env -u DATABASE_URL -u REDIS_URL WAVE_DATA_DIR=$$tmp $(PY) manage.py spectacular --validate --fail-on-warn --file $$tmp/openapi.yaml && \
 	  echo "OpenAPI schema valid"
 
-pytest: $(STAMP)
+pytest: $(DEV_STAMP)
 	$(VENV)/bin/pytest
 
-test: tools services lint check pytest
+test: tools test-tools services lint check pytest
 
-bench: tools services $(STAMP)
+bench: tools services $(DEV_STAMP)
 	@.ci/debian-packages wrk
 	$(PY) -m bench $(BENCH)
 

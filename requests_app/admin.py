@@ -1,27 +1,90 @@
-"""Operators' view of container requests: find by token, image or fingerprint; revoke."""
+"""Operators' view of container requests: find by token, image or fingerprint; revoke (action or button).
+
+Every record here is written by the service, never by hand: the pages are read-only (no Save buttons);
+revoking is the one operation, gated by the change permission.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.views.decorators.http import require_POST
 
-from requests_app.models import ContainerRequest, GeneratedDocument, InjectedLayer
+from requests_app.models import ContainerRequest, GeneratedDocument, InjectedLayer, LayerDownload
 from requests_app.services import container_request_revoke
 from wave_site.errors import NotFound
+from wave_site.redact import redact_url
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records the service writes: viewable, never added or edited by hand (so no Save buttons)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # expired requests are purged by the service; a token is ended by revoking it
+
+
+def truncated(text: str, css_class: str = "wave-truncate") -> SafeString:
+    """Long names cut to their column by CSS (templates/admin/base_site.html); the whole name on hover."""
+    return format_html('<span class="{}" title="{}">{}</span>', css_class, text, text)
+
+
+STATE_BADGE = '<span class="wave-state wave-state-{}">{}</span>'
+
+
+def request_state(obj: ContainerRequest) -> str:
+    """active, expired or revoked: what the state filter selects and the state column shows."""
+    if obj.revoked_at is not None:
+        return "revoked"
+    return "active" if obj.is_active() else "expired"
+
+
+def shown_location(url: str) -> str:
+    """A layer's location as operators see it: no user info or signatures (wave_site.redact)."""
+    return redact_url(url) if url else "data:"
+
+
+def download_link(download: LayerDownload | None) -> SafeString | str:
+    if download is None:
+        return "-"
+    url = reverse("admin:requests_app_layerdownload_change", args=[download.pk])
+    return format_html('<a href="{}">{} (attempts: {})</a>', url, download.state, download.attempts)
 
 
 class InjectedLayerInline(admin.TabularInline):
     model = InjectedLayer
     extra = 0
     can_delete = False
-    fields = ("position", "kind", "url", "gzip_digest", "gzip_size", "tar_digest", "state", "failure_reason")
+    fields = ("position", "kind", "location", "gzip_digest", "gzip_size", "tar_digest", "state", "download_state",
+              "failure_reason")  # fmt: skip
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[InjectedLayer]:
+        return super().get_queryset(request).select_related("download")
 
     def has_add_permission(self, request: HttpRequest, obj: ContainerRequest | None = None) -> bool:
         return False
+
+    @admin.display(description="location")
+    def location(self, obj: InjectedLayer) -> str:
+        return shown_location(obj.url)
+
+    @admin.display(description="download")
+    def download_state(self, obj: InjectedLayer) -> SafeString | str:
+        return download_link(obj.download)
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -43,39 +106,71 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(ContainerRequest)
-class ContainerRequestAdmin(admin.ModelAdmin):
-    list_display = ("token", "source_image", "target_image", "user_display", "created_at", "expires_at", "state")
+class ContainerRequestAdmin(ReadOnlyAdmin):
+    # Fits 1400 px with the filters: the target image is the token plus the source, so it is on the page only.
+    list_display = ("token", "image", "user_display", "created_at", "expires_at", "state")
     list_filter = (StateFilter, "api_version", "platform", "created_at")
     search_fields = ("=token", "source_image", "=fingerprint")
     date_hierarchy = "created_at"
     inlines = [InjectedLayerInline]
     actions = ["revoke"]
-    readonly_fields = [field.name for field in ContainerRequest._meta.fields]
+    readonly_fields = [*(field.name for field in ContainerRequest._meta.fields), "state"]
     fieldsets = [
         (None, {"fields": ["token", "api_version", "source_image", "target_image", "platform", "container_config"]}),
         ("Digests served", {"fields": ["source_digest", "wave_digest"]}),
         ("Caller", {"fields": ["client_ip", "user_id", "user_name", "tower_endpoint", "tower_workspace_id",
                                "fingerprint", "client_timestamp"]}),
-        ("Lifetime", {"fields": ["created_at", "expires_at", "revoked_at", "build_id"]}),
+        ("Lifetime", {"fields": ["state", "created_at", "expires_at", "revoked_at", "build_id"]}),
     ]  # fmt: skip
     list_per_page = 50
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("requests_app.change_containerrequest"))
+
+    @admin.display(description="image", ordering="source_image")
+    def image(self, obj: ContainerRequest) -> SafeString:
+        return truncated(obj.source_image)
 
     @admin.display(description="user")
-    def user_display(self, obj: ContainerRequest) -> str:
-        return obj.user_name or (obj.client_ip or "")
+    def user_display(self, obj: ContainerRequest) -> SafeString:
+        return truncated(obj.user_name or (obj.client_ip or ""), "wave-truncate wave-short")
 
     @admin.display(description="state")
-    def state(self, obj: ContainerRequest) -> str:
-        if obj.revoked_at is not None:
-            return format_html('<span style="color:#a00">{}</span>', "revoked")
-        if not obj.is_active():
-            return "expired"
-        return "active"
+    def state(self, obj: ContainerRequest) -> SafeString:
+        name = request_state(obj)
+        return format_html(STATE_BADGE, name, name)
 
-    @admin.action(description="Revoke the selected tokens", permissions=["change"])
+    def get_urls(self) -> list[URLPattern]:
+        revoke = path(
+            "<path:object_id>/revoke/",
+            self.admin_site.admin_view(require_POST(self.revoke_view)),
+            name="requests_app_containerrequest_revoke",
+        )
+        return [revoke, *super().get_urls()]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, object] | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        can_revoke = obj is not None and obj.is_active() and self.has_revoke_permission(request)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can_revoke": can_revoke})
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        """The request page's Revoke button: the same service as the list's action."""
+        if not self.has_revoke_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        try:
+            container_request_revoke(token=obj.token)
+        except NotFound:
+            self.message_user(request, f"Token {obj.token} was already expired or revoked.", messages.WARNING)
+        else:
+            self.message_user(request, f"Token {obj.token} revoked: pulls with it are refused.", messages.SUCCESS)
+        return redirect(reverse("admin:requests_app_containerrequest_change", args=[obj.pk]))
+
+    @admin.action(description="Revoke the selected tokens", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ContainerRequest]) -> None:
         revoked = 0
         for token in queryset.values_list("token", flat=True):
@@ -87,26 +182,61 @@ class ContainerRequestAdmin(admin.ModelAdmin):
         self.message_user(request, f"{revoked} token(s) revoked.", messages.SUCCESS)
 
 
+# The URL redacted, the download as a link to its page.
+LAYER_FIELDS_SHOWN = {"url": "location", "download": "download_state"}
+LAYER_FIELDS = InjectedLayer._meta.fields
+
+
 @admin.register(InjectedLayer)
-class InjectedLayerAdmin(admin.ModelAdmin):
+class InjectedLayerAdmin(ReadOnlyAdmin):
     list_display = ("gzip_digest", "request", "position", "kind", "gzip_size", "state", "failure_reason")
     list_filter = ("state", "kind")
     search_fields = ("=gzip_digest", "=tar_digest", "request__token")
-    list_select_related = ("request",)
-    readonly_fields = [field.name for field in InjectedLayer._meta.fields]
+    list_select_related = ("request", "download")
+    fields = readonly_fields = tuple(LAYER_FIELDS_SHOWN.get(field.name, field.name) for field in LAYER_FIELDS)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    @admin.display(description="location")
+    def location(self, obj: InjectedLayer) -> str:
+        return shown_location(obj.url)
+
+    @admin.display(description="download")
+    def download_state(self, obj: InjectedLayer) -> SafeString | str:
+        return download_link(obj.download)
+
+
+@admin.register(LayerDownload)
+class LayerDownloadAdmin(ReadOnlyAdmin):
+    """Durable layer downloads: one per exact layer, shared by the layers that name it (requests_app.downloads)."""
+
+    list_display = ("pk", "gzip_digest", "location", "state", "attempts", "heartbeat_at", "created_at", "finished_at",
+                    "joined")  # fmt: skip
+    list_filter = ("state",)
+    search_fields = ("=gzip_digest", "=tar_digest")
+    date_hierarchy = "created_at"
+    fields = readonly_fields = (
+        "location", "gzip_digest", "gzip_size", "tar_digest", "state", "attempts", "claimed_by", "created_at",
+        "queued_at", "started_at", "heartbeat_at", "finished_at", "failure_reason", "blob_key", "joined",
+    )  # fmt: skip
+    list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LayerDownload]:
+        queryset: QuerySet[LayerDownload] = super().get_queryset(request)
+        return queryset.annotate(joined_count=Count("layers"))
+
+    @admin.display(description="location")
+    def location(self, obj: LayerDownload) -> SafeString:
+        return truncated(redact_url(obj.url))
+
+    @admin.display(description="layers joined", ordering="joined_count")
+    def joined(self, obj: LayerDownload) -> int:
+        return int(getattr(obj, "joined_count", 0))
 
 
 @admin.register(GeneratedDocument)
-class GeneratedDocumentAdmin(admin.ModelAdmin):
+class GeneratedDocumentAdmin(ReadOnlyAdmin):
     """Configs and manifests the proxy generated and serves by digest."""
 
     list_display = ("digest", "media_type", "size", "created_at")
     list_filter = ("media_type",)
     search_fields = ("=digest",)
     readonly_fields = [field.name for field in GeneratedDocument._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False

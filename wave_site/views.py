@@ -1,6 +1,15 @@
+"""The service's own pages and endpoints: home page, favicon, /service-info and /health."""
+
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_safe
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -8,6 +17,30 @@ from rest_framework.views import APIView
 
 from wave_site.health import run_checks
 from wave_site.serializers import HealthSerializer, ServiceInfoSerializer
+
+FAVICON = Path(__file__).resolve().parent / "static" / "wave_site" / "favicon.ico"
+
+
+@require_safe
+def home(request: HttpRequest) -> HttpResponse:
+    """What this service is, where its docs, admin and status endpoints are, and how images are named."""
+    image_prefix = urlsplit(settings.WAVE_SERVER_URL).netloc
+    local_registry = settings.WAVE_BUILD_REPO.split("/", 1)[0] if settings.WAVE_LOCAL_REGISTRY else None
+    context = {"server_url": settings.WAVE_SERVER_URL, "image_prefix": image_prefix, "local_registry": local_registry}
+    return render(request, "wave_site/home.html", context)
+
+
+@cache
+def _favicon_bytes() -> bytes:
+    return FAVICON.read_bytes()
+
+
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico whatever the page says: answer it instead of logging a 404."""
+    response = HttpResponse(_favicon_bytes(), content_type="image/vnd.microsoft.icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 class ServiceInfoView(APIView):

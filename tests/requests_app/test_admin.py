@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
@@ -105,3 +107,83 @@ def test_layers_list_shows_state_and_reason(operator: Client) -> None:
     )
     page = operator.get("/admin/requests_app/injectedlayer/?state=failed").content.decode()
     assert "Layer size does not match" in page
+
+
+def column_headers(page: str) -> list[str]:
+    return re.findall(r'<th scope="col" class="(?:sortable )?column-([a-z_]+)', page)
+
+
+def test_changelist_shows_short_columns_and_a_state_badge(operator: Client) -> None:
+    long_image = "registry.example.org/" + "very-long-organisation/" * 6 + "image:1"
+    make_request("aaaaaaaaaaaa", long_image)
+    make_request("bbbbbbbbbbbb", "b/revoked:1", revoked_at=timezone.now())
+    page = operator.get("/admin/requests_app/containerrequest/").content.decode()
+    assert column_headers(page) == ["token", "image", "user_display", "created_at", "expires_at", "state"]
+    assert f'<span class="wave-truncate" title="{long_image}">{long_image}</span>' in page
+    assert '<span class="wave-state wave-state-active">active</span>' in page
+    assert '<span class="wave-state wave-state-revoked">revoked</span>' in page
+    assert "localhost:9090/wt/" not in page  # the target image is on the request page only
+
+
+@pytest.mark.parametrize("model", ["containerrequest", "injectedlayer"])
+def test_read_only_records_show_no_save_buttons(operator: Client, model: str) -> None:
+    request = make_request("aaaaaaaaaaaa", "a/b:1")
+    layer = make_failed_layer(request, gzip_digest="sha256:" + "1" * 64, tar_digest="sha256:" + "2" * 64, reason="x")
+    pk = request.pk if model == "containerrequest" else layer.pk
+    page = operator.get(f"/admin/requests_app/{model}/{pk}/change/").content.decode()
+    for button in ('name="_save"', 'name="_continue"', 'name="_addanother"', "deletelink"):
+        assert button not in page, button
+    assert 'class="closelink"' in page
+
+
+def test_request_page_has_a_revoke_button_that_revokes(operator: Client) -> None:
+    request = make_request("aaaaaaaaaaaa", "a/b:1")
+    other = make_request("bbbbbbbbbbbb", "a/b:2")
+    page = operator.get(f"/admin/requests_app/containerrequest/{request.pk}/change/").content.decode()
+    action = f"/admin/requests_app/containerrequest/{request.pk}/revoke/"
+    assert f'<form id="wave-revoke-form" method="post" action="{action}">' in page
+    assert '<button type="submit" form="wave-revoke-form" class="wave-revoke">Revoke token</button>' in page
+
+    response = operator.post(action)
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/requests_app/containerrequest/{request.pk}/change/"
+    request.refresh_from_db()
+    other.refresh_from_db()
+    assert request.revoked_at is not None
+    assert other.revoked_at is None
+    page = operator.get(response["Location"]).content.decode()
+    assert "Token aaaaaaaaaaaa revoked: pulls with it are refused." in page
+    assert "wave-revoke-form" not in page  # nothing left to revoke
+    assert '<span class="wave-state wave-state-revoked">revoked</span>' in page
+
+
+def test_revoke_button_on_an_expired_token_changes_nothing(operator: Client) -> None:
+    expired_at = timezone.now() - dt.timedelta(minutes=1)
+    request = make_request("aaaaaaaaaaaa", "a/b:1", expires_at=expired_at)
+    assert "wave-revoke-form" not in operator.get(f"/admin/requests_app/containerrequest/{request.pk}/change/").text
+    response = operator.post(f"/admin/requests_app/containerrequest/{request.pk}/revoke/", follow=True)
+    assert "Token aaaaaaaaaaaa was already expired or revoked." in response.content.decode()
+    request.refresh_from_db()
+    assert request.revoked_at is None
+
+
+def test_revoke_view_accepts_only_post(operator: Client) -> None:
+    request = make_request("aaaaaaaaaaaa", "a/b:1")
+    assert operator.get(f"/admin/requests_app/containerrequest/{request.pk}/revoke/").status_code == 405
+    request.refresh_from_db()
+    assert request.revoked_at is None
+
+
+def test_revoke_needs_the_change_permission(client: Client) -> None:
+    viewer = get_user_model().objects.create_user("viewer", password="viewer-pass", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_containerrequest"))
+    client.login(username="viewer", password="viewer-pass")
+    request = make_request("aaaaaaaaaaaa", "a/b:1")
+    page = client.get(f"/admin/requests_app/containerrequest/{request.pk}/change/")
+    assert page.status_code == 200
+    assert "wave-revoke-form" not in page.content.decode()
+    assert client.post(f"/admin/requests_app/containerrequest/{request.pk}/revoke/").status_code == 403
+    listing = client.get("/admin/requests_app/containerrequest/").content.decode()
+    assert 'value="revoke"' not in listing  # no revoke action either
+    request.refresh_from_db()
+    assert request.revoked_at is None

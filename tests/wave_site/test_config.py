@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from tests.support.service import REPO, service_environment
 from wave_site.config import env_bool, env_int, env_list, env_str, env_url, redact_url
 
 WEB = frozenset({"http", "https"})
@@ -68,3 +73,24 @@ def test_env_url_error_never_shows_the_password() -> None:
 def test_redact_url_keeps_urls_without_password() -> None:
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert redact_url("postgres://u:p@db:5432/x") == "postgres://u:***@db:5432/x"
+
+
+def _settings_value(tmp_path: Path, name: str, **env: str) -> str:
+    """A setting as a fresh process computes it from `env` (settings are read once, at import)."""
+    environment = service_environment(WAVE_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="wave_site.settings", **env)
+    environment.pop("WAVE_SERVER_URL", None)
+    environment.update(env)
+    code = f"from django.conf import settings; print(settings.{name})"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_public_url_follows_wave_port_when_not_set(tmp_path: Path) -> None:
+    assert _settings_value(tmp_path, "WAVE_SERVER_URL", WAVE_PORT="9390") == "http://localhost:9390"
+    assert _settings_value(tmp_path, "WAVE_SERVER_URL") == "http://localhost:9090"
+
+
+def test_configured_public_url_wins_over_wave_port(tmp_path: Path) -> None:
+    value = _settings_value(tmp_path, "WAVE_SERVER_URL", WAVE_PORT="9390", WAVE_SERVER_URL="https://wave.example.org/")
+    assert value == "https://wave.example.org"

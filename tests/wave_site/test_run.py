@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +37,28 @@ def admin_login(url: str, username: str, password: str) -> httpx.Response:
         )
 
 
-def assert_stops_cleanly(service: RunningService) -> None:
+# An idle Celery worker's warm shutdown takes ~5-7 s on the filesystem broker; nothing is killed.
+STOP_SECONDS = 12
+
+
+def assert_stops_cleanly(service: RunningService, signum: int = signal.SIGTERM) -> None:
+    """Stopped within STOP_SECONDS by one signal to the group (as Ctrl-C or `kill` do), quietly: no SIGKILL,
+    no cold shutdown, no ERROR line (Celery's prefork children are stopped by their own main process)."""
     assert service.pids(), "no process of the service was found"
-    service.terminate()
+    started = time.monotonic()
+    os.killpg(service.process.pid, signum)
+    service.process.wait(timeout=30)
+    elapsed = time.monotonic() - started
+    output = service.log()
+    assert elapsed < STOP_SECONDS, output[-3000:]
     assert service.pids() == []
+    stopping = output[output.index(f"{signal.Signals(signum).name} received") :]
+    assert "SIGKILL" not in stopping
+    assert "SIGQUIT" not in stopping
+    assert "ForkPoolWorker" not in stopping
+    assert not [line for line in stopping.splitlines() if " ERROR" in line or "Traceback" in line]
+    assert "worker: Warm shutdown (MainProcess)" in stopping
+    assert re.search(r"system\s*\| worker stopped \(rc=0\)", stopping)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{service.url}/service-info", timeout=2)
 
@@ -209,3 +230,52 @@ def test_bad_setting_stops_make_run_with_one_line(tmp_path: Path, variable: str,
     assert not (tmp_path / "data" / "wave.sqlite3").exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/service-info", timeout=2)
+
+
+def test_wave_port_alone_names_pullable_images_and_ctrl_c_stops_quietly(
+    tmp_path: Path, builder: Builder, busybox_image_id: str
+) -> None:
+    """No WAVE_SERVER_URL, no WAVE_SSRF_ALLOW: images are named after WAVE_PORT, the banner says so, the
+    built-in registry is a source under both loopback names, and Ctrl-C (SIGINT) stops everything quietly."""
+    port, registry_port = free_port(), free_port()
+    service = start_service(
+        tmp_path / "data",
+        WAVE_PORT=str(port),
+        WAVE_REGISTRY_PORT=str(registry_port),
+        WAVE_SERVER_URL="",  # blank is unset
+        WAVE_SSRF_ALLOW="",  # tests/settings.py allows loopback in this process's environment
+    )
+    try:
+        service.wait_ready(timeout=60)
+        output = service.log()
+        assert f"Wave {wave_site.__version__} on http://localhost:{port} (listening on port {port})\n" in output
+        assert f"  images are named localhost:{port}/wt/<token>/...;" in output
+        assert f"  local registry: localhost:{registry_port} (push test images here;" in output
+        health = httpx.get(f"{service.url}/health", timeout=10).json()
+        assert health["checks"]["registry"] == {"status": "UP", "detail": f"localhost:{registry_port}"}
+
+        builder.push(busybox_image_id, f"localhost:{registry_port}/library/busybox:first-hour")
+        for name in ("localhost", "127.0.0.1"):
+            created = httpx.post(
+                f"{service.url}/container-token",
+                json={"containerImage": f"{name}:{registry_port}/library/busybox:first-hour",
+                      "containerConfig": {"env": ["FIRST_HOUR=1"]}},
+                timeout=30,
+            )  # fmt: skip
+            assert created.status_code == 200, created.text
+            target = created.json()["targetImage"]
+            assert target.startswith(f"localhost:{port}/wt/{created.json()['containerToken']}/")
+            assert "FIRST_HOUR=1" in skopeo_inspect(target, config=True)["config"]["Env"]
+
+        # Another local registry is still refused, naming the way out.
+        refused = httpx.post(
+            f"{service.url}/container-token", json={"containerImage": f"127.0.0.1:{free_port()}/library/busybox:1"}
+        )
+        assert refused.status_code == 400
+        assert refused.json()["message"] == (
+            "Destination '127.0.0.1' is not allowed: it resolves to a private or local address"
+            " (set WAVE_SSRF_ALLOW=127.0.0.1 to allow it)"
+        )
+        assert_stops_cleanly(service, signal.SIGINT)
+    finally:
+        service.terminate()

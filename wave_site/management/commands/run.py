@@ -15,13 +15,14 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from honcho.manager import Manager
 
 from wave_site.celery import QUEUES
+from wave_site.process_manager import ServiceManager
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -72,6 +73,21 @@ def write_registry_config(data_dir: Path, port: int) -> Path:
     return config
 
 
+def banner(*, data_dir: Path, registry_address: str | None) -> str:
+    """What a user needs first: the URL images are named after, where to push test images, where data is."""
+    authority = urlsplit(settings.WAVE_SERVER_URL).netloc
+    lines = [
+        f"Wave {settings.WAVE_VERSION} on {settings.WAVE_SERVER_URL} (listening on port {settings.WAVE_PORT})",
+        f"  images are named {authority}/wt/<token>/...; admin at {settings.WAVE_SERVER_URL}/admin/",
+    ]
+    if registry_address is not None:
+        lines.append(
+            f"  local registry: {registry_address} (push test images here; builds go to {registry_address}/wave)"
+        )
+    lines.append(f"  data in {data_dir}")
+    return "\n".join(lines)
+
+
 class Command(BaseCommand):
     help = "Migrate, then start the local registry (if needed), web server, Celery worker and beat."
     requires_system_checks = []  # the checks run once in the web process; start-up stays fast
@@ -95,7 +111,9 @@ class Command(BaseCommand):
         if not port_is_free(settings.WAVE_PORT, settings.WAVE_BIND or "0.0.0.0"):
             raise CommandError(f"WAVE_PORT {settings.WAVE_PORT} is already in use")
 
-        manager = Manager()
+        # The worker's Celery children stop through a warm shutdown of their main process (process_manager).
+        manager = ServiceManager(warm_shutdown=frozenset({"worker"}))
+        registry_address = None
         if settings.WAVE_LOCAL_REGISTRY:
             binary = shutil.which("docker-registry")
             if binary is None:
@@ -106,6 +124,7 @@ class Command(BaseCommand):
             if not port_is_free(port):
                 raise CommandError(f"WAVE_REGISTRY_PORT {port} is already in use")
             env["WAVE_REGISTRY_PORT"] = str(port)
+            registry_address = f"localhost:{port}"
             config = write_registry_config(data_dir, port)
             manager.add_process("registry", "exec " + shlex.join([binary, "serve", str(config)]), env=env)
 
@@ -139,6 +158,7 @@ class Command(BaseCommand):
             # `exec`: honcho starts each command through a shell; the process itself must be the one signalled.
             manager.add_process(name, "exec " + shlex.join(command), env=env, cwd=str(settings.BASE_DIR))
 
-        self.stdout.write(f"Wave {settings.WAVE_VERSION} on {settings.WAVE_SERVER_URL} (data in {data_dir})")
+        self.stdout.write(banner(data_dir=data_dir, registry_address=registry_address))
         manager.loop()
+        manager.sweep()
         sys.exit(manager.returncode or 0)
