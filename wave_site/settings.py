@@ -54,9 +54,10 @@ SECRETS_ENCRYPTION_KEY = fernet_key(_MASTER_SECRET)
 
 # --- Web --------------------------------------------------------------------------------------
 DEBUG = env_bool("WAVE_DEBUG", False)
-WAVE_SERVER_URL = env_url("WAVE_SERVER_URL", "http://localhost:9090", schemes=frozenset({"http", "https"}))
-WAVE_SERVER_URL = WAVE_SERVER_URL.rstrip("/")
 WAVE_PORT = env_int("WAVE_PORT", 9090, minimum=1, maximum=65535)
+# The public URL (its host:port names every targetImage) follows the port listened on unless set.
+WAVE_SERVER_URL = env_url("WAVE_SERVER_URL", f"http://localhost:{WAVE_PORT}", schemes=frozenset({"http", "https"}))
+WAVE_SERVER_URL = WAVE_SERVER_URL.rstrip("/")
 WAVE_BIND = env_str("WAVE_BIND", "0.0.0.0")
 WAVE_WEB_WORKERS = env_int("WAVE_WEB_WORKERS", 2, minimum=1, maximum=64)
 # The registry proxy answers to whatever name clients pull from, so every host is allowed by default.
@@ -352,3 +353,6 @@ LOGGING = {
         "psycopg.pool": {"level": "ERROR"},
     },
 }
+    "filters": {"expected_refusals": {"()": "wave_site.log_filters.ExpectedRefusalFilter"}},
+        # A 501 (or any refusal) is an answer, not an error: WARNING, not ERROR.
+        "django.request": {"filters": ["expected_refusals"]},
