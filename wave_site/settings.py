@@ -341,6 +341,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": WAVE_LOG_LEVEL},
+    "filters": {"expected_refusals": {"()": "wave_site.log_filters.ExpectedRefusalFilter"}},
     # Quiet even at DEBUG: botocore logs request headers and credential responses (session tokens, keys), and
     # httpx every URL it fetches (layer URLs may carry credentials or signatures).
     "loggers": {
@@ -351,8 +352,7 @@ LOGGING = {
         # With the database down the pool warns at each reconnection attempt, several lines each; the requests
         # that fail meanwhile log one line each (wave_site.errors) and /health says what is down.
         "psycopg.pool": {"level": "ERROR"},
-    },
-}
-    "filters": {"expected_refusals": {"()": "wave_site.log_filters.ExpectedRefusalFilter"}},
         # A 501 (or any refusal) is an answer, not an error: WARNING, not ERROR.
         "django.request": {"filters": ["expected_refusals"]},
+    },
+}
