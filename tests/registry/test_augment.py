@@ -146,3 +146,47 @@ def test_documents_nested_too_deeply_are_malformed_not_crashes() -> None:
     with pytest.raises(AugmentError, match="The upstream image index is malformed"):
         augment_index(NESTED, "application/vnd.oci.image.index.v1+json", parse_platform("linux/amd64"), config,
                       fetch_manifest=lambda digest: (b"", ""), fetch_blob=lambda digest: b"{}")  # fmt: skip
+
+
+EVIL = "../../../../etc/passwd"
+CONFIG = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "c" * 64, "size": 2}
+
+
+def never_fetched(digest: str) -> bytes:
+    raise AssertionError(f"fetched {digest}")
+
+
+def never_fetched_manifest(digest: str) -> tuple[bytes, str]:
+    raise AssertionError(f"fetched {digest}")
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"config": {**CONFIG, "digest": EVIL}, "layers": []},
+        {"config": {**CONFIG, "digest": "sha256:" + "C" * 64}, "layers": []},
+        {"config": CONFIG, "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": EVIL, "size": 1}]},
+        {"config": CONFIG, "layers": ["sha256:" + "1" * 64]},
+        {"config": CONFIG, "layers": {"digest": "sha256:" + "1" * 64}},
+    ],
+)
+def test_digests_of_an_upstream_manifest_are_checked_before_any_fetch(manifest: dict[str, object]) -> None:
+    content = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, **manifest}).encode()
+    with pytest.raises(AugmentError, match=r"^The upstream manifest is malformed$"):
+        augment_image_manifest(content, OCI_MANIFEST, ContainerConfig(env=["A=1"]), never_fetched)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"digest": EVIL, "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": "sha256:" + "1" * 64, "platform": "linux/amd64"},
+        {"digest": "sha256:" + "1" * 64, "platform": ["linux", "amd64"]},
+        {"digest": "sha256:" + "1" * 64, "mediaType": ["x"], "platform": {"os": "linux", "architecture": "amd64"}},
+    ],
+)
+def test_entries_of_an_upstream_index_are_checked_before_any_fetch(entry: dict[str, object]) -> None:
+    content = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
+    with pytest.raises(AugmentError, match=r"^The upstream image index is malformed$"):
+        augment_index(content, "application/vnd.oci.image.index.v1+json", parse_platform("linux/amd64"),
+                      ContainerConfig(env=["A=1"]), never_fetched_manifest, never_fetched)  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.core.cache import caches
 
@@ -9,12 +11,18 @@ from registry.client import (
     Credentials,
     ManifestUnknownError,
     RegistryClient,
+    RegistryRateLimitedError,
     RegistryUnauthorizedError,
     RegistryUnavailableError,
+    RepositoryUnknownError,
+    UnsafeReferenceError,
+    challenge_key,
     parse_challenge,
+    token_key,
 )
-from registry.reference import parse_image
+from registry.reference import ImageReference, parse_image
 from tests.conftest import PushedImage
+from tests.support.fake_registry import FakeRegistry
 from tests.support.network import free_port
 
 INSECURE = ["127.0.0.1"]
@@ -71,7 +79,8 @@ def test_bearer_token_is_reused_then_refetched_after_a_401(token_image: PushedIm
     client.head_manifest(ref)
     assert len(server.requests) == 1  # the cached token served the second request
 
-    key = client._token_key(ref.registry, ref.repository, client.credentials(ref.registry))
+    key = token_key(ref.registry, ref.repository, client.identity(ref.registry))
+    assert isinstance(client.cache.get(key), str)
     client.cache.set(key, "not-a-valid-token", 300)  # as if the registry stopped accepting it
     assert client.head_manifest(ref).digest == token_image.digest
     assert len(server.requests) == 2
@@ -115,3 +124,77 @@ def test_oversized_upstream_documents_are_refused(
     monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 100)  # the busybox manifest is ~430 bytes
     with pytest.raises(client_module.RegistryError, match="sent more than 100 bytes"):
         make_client(anonymous_image).get_manifest(anonymous_image.registry.host, "library/busybox", "latest")
+
+
+@pytest.fixture
+def fake_registry() -> Iterator[FakeRegistry]:
+    registry = FakeRegistry().start()
+    yield registry
+    registry.stop()
+
+
+@pytest.mark.django_db
+def test_a_view_for_other_credentials_shares_connections_and_tokens(token_image: PushedImage) -> None:
+    client = make_client(token_image)
+    anonymous = client.for_credentials(lambda host: None)
+    assert anonymous.http is client.http
+    assert anonymous.cache is client.cache
+    ref = parse_image(token_image.reference)
+    assert anonymous.identity(ref.registry) == "anonymous"
+    assert client.identity(ref.registry) not in {"anonymous", token_image.registry.password}
+    assert client.head_manifest(ref).digest == token_image.digest
+    with pytest.raises(RegistryUnauthorizedError):
+        anonymous.head_manifest(ref)
+    assert client.credentials(ref.registry) is not None  # the view did not change the client it came from
+    assert isinstance(client.cache.get(token_key(ref.registry, ref.repository, client.identity(ref.registry))), str)
+
+
+@pytest.mark.django_db
+def test_forget_authorization_drops_the_token_and_the_challenge(token_image: PushedImage) -> None:
+    client = make_client(token_image)
+    ref = parse_image(token_image.reference)
+    assert client.authorization(ref.registry, ref.repository) is not None
+    key = token_key(ref.registry, ref.repository, client.identity(ref.registry))
+    assert client.cache.get(key) is not None
+    assert client.cache.get(challenge_key(ref.registry)) is not None
+    client.forget_authorization(ref.registry, ref.repository)
+    assert client.cache.get(key) is None
+    assert client.cache.get(challenge_key(ref.registry)) is None
+
+
+@pytest.mark.django_db
+def test_rate_limited_answers_carry_the_registrys_retry_after(fake_registry: FakeRegistry) -> None:
+    digest = fake_registry.image("library/app", "v1")
+    fake_registry.answers[f"/v2/library/app/manifests/{digest}"] = (429, {"Retry-After": "7"})
+    fake_registry.answers["/v2/library/app/manifests/other"] = (429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    with pytest.raises(RegistryRateLimitedError) as limited:
+        make_client().get_manifest(fake_registry.host, "library/app", digest)
+    assert limited.value.retry_after == 7
+    assert fake_registry.requests.count(("GET", f"/v2/library/app/manifests/{digest}")) == 3  # retried twice
+    with pytest.raises(RegistryRateLimitedError) as dated:
+        make_client().get_manifest(fake_registry.host, "library/app", "other")
+    assert dated.value.retry_after == 10
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("reference", ["../../../../etc/passwd", "sha256:zz", "a/b", "\x00", "%2e%2e"])
+def test_only_tags_and_digests_are_ever_requested(reference: str, fake_registry: FakeRegistry) -> None:
+    client = make_client()
+    with pytest.raises(UnsafeReferenceError):
+        client.get_manifest(fake_registry.host, "library/app", reference)
+    with pytest.raises(UnsafeReferenceError):
+        client.get_blob(fake_registry.host, "library/app", reference)
+    with pytest.raises(UnsafeReferenceError):
+        client.head_manifest(ImageReference(fake_registry.host, "library/app", reference, None))
+    assert fake_registry.requests == []
+
+
+@pytest.mark.django_db
+def test_tags_are_listed_and_an_unknown_repository_named(
+    anonymous_image: PushedImage, fake_registry: FakeRegistry
+) -> None:
+    client = make_client()
+    assert client.list_tags(anonymous_image.registry.host, "library/busybox", page={"n": "10"}) == (["latest"], None)
+    fake_registry.answers["/v2/library/none/tags/list"] = (404, {})
+    with pytest.raises(RepositoryUnknownError, match=f"Repository '{fake_registry.host}/library/none' not found"):
+        client.list_tags(fake_registry.host, "library/none", page={})
