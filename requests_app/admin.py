@@ -6,8 +6,12 @@ revoking is the one operation, gated by the change permission.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -24,8 +28,22 @@ from wave_site.errors import NotFound
 from wave_site.redact import redact_url
 
 
+class BoundedDateChangeList(ChangeList):
+    """Django's date hierarchy lets an OverflowError out of a huge year, month or day (a 500): refuse it as any
+    malformed filter is refused, with a redirect to `?e=1`."""
+
+    def get_filters(self, request: HttpRequest) -> Any:
+        try:
+            return super().get_filters(request)
+        except OverflowError as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Records the service writes: viewable, never added or edited by hand (so no Save buttons)."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return BoundedDateChangeList
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

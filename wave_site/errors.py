@@ -16,7 +16,7 @@ import secrets
 from typing import Any
 
 import redis
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import DisallowedHost, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -159,8 +159,10 @@ def _first_validation_message(detail: Any, field: str | None = None) -> str:
     return f"{field}: {text}" if field else text
 
 
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     headers: dict[str, str] = {}
+    if isinstance(exc, SuspiciousOperation) and not isinstance(exc, RequestDataTooBig):
+        return None  # re-raised by DRF, answered by ErrorIdMiddleware: JSON even on the HTML docs pages
     store = outage_of(exc)
     if store is not None:
         log_outage(store, context["request"], exc)
@@ -200,7 +202,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
 class ErrorIdMiddleware(MiddlewareMixin):
     """Exceptions outside DRF views (the `/v2/` proxy, the admin): outages are 503s, request bodies over the
-    limit 413s, anything unexpected a JSON 500 with an error ID and the traceback only in the log."""
+    limit 413s, hostile requests Django calls suspicious (a malformed Host header) 400s, anything unexpected a
+    JSON 500 with an error ID and the traceback only in the log."""
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, Http404 | PermissionDenied):
@@ -211,6 +214,10 @@ class ErrorIdMiddleware(MiddlewareMixin):
         oci = request.path.startswith("/v2/")  # registry clients read the distribution spec's error body
         if isinstance(exception, RequestDataTooBig):
             status, code, message = 413, "SIZE_INVALID", request_too_large_message()
+        elif isinstance(exception, DisallowedHost):  # a Host header that is no host name, e.g. "a b"
+            status, code, message = 400, "UNSUPPORTED", "Invalid Host header"
+        elif isinstance(exception, SuspiciousOperation):
+            status, code, message = 400, "UNSUPPORTED", "Bad request"
         else:
             status, code, message = 500, "UNKNOWN", unexpected_error_message(exception)
         if oci:
