@@ -1,168 +1,209 @@
-"""Downloading http(s) layers into the blob store, verified while they stream.
+"""Layer downloads as durable jobs: one LayerDownload row per exact layer (URL, size, digests).
 
-The gzip size, the gzip digest and the digest of the decompressed tar are computed chunk by chunk,
-so memory stays flat whatever the layer size. Content-addressed: a digest already in the store is
-not downloaded again, and one download at a time runs per digest.
+The pattern of ARCHITECTURE.md "Durable jobs", one small service per step:
+- `layer_download_create_or_join`, at request time in the request's transaction: requests naming the
+  same layer share one row; a new row (or a failed one, retried) is enqueued once that transaction commits.
+- `layer_download_claim`: the task's compare-and-set QUEUED -> RUNNING; a duplicate or redelivered
+  message claims nothing and does nothing.
+- `layer_download_heartbeat`: proof of life every few seconds, by primary key and claim id.
+- `layer_download_finish`: RUNNING -> READY or FAILED, for the holder of the claim only, settling every
+  pending InjectedLayer joined to the row in the same transaction.
+- `layer_download_reap` (beat): RUNNING rows whose heartbeat went stale (a killed worker or pool child)
+  are re-queued, or failed with a reason once claimed WAVE_LAYER_DOWNLOAD_MAX_ATTEMPTS times; QUEUED rows
+  that no worker took (the broker lost the message) are sent again.
+
+Guarantees: every accepted http layer ends READY or FAILED with a reason, whatever the broker lost and
+whichever worker died, within stale threshold + reap interval + the download's own time once a worker
+and beat run again. One claim works on a row at a time; a worker whose claim was taken stops without
+writing. Two rows with the same digests and different URLs are independent (the blob is written whole,
+by digest). Reasons and log lines never show a URL's user info or signatures.
 """
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
+import functools
 import logging
-import os
-import time
-import zlib
-from urllib.parse import urljoin
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import httpx
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
-from credentials.policy import connect_check, url_destination_check
-from registry.ssrf import DestinationRefusedError, guarded_transport
-from requests_app.layers import CHUNK, TarDigest
-from requests_app.models import InjectedLayer
-from requests_app.selectors import injected_layer_verified_before, injected_layers_like
-from wave_site.blobstore import blob_key, blob_scratch_file, blob_store_put_file
-from wave_site.cache import shared_cache
+from requests_app.fetch import FetchCancelled, LayerFetchError, fetch_verified
+from requests_app.models import InjectedLayer, LayerDownload
+from wave_site.blobstore import blob_exists, blob_key, blob_scratch_file, blob_store_put_file
+from wave_site.errors import unexpected_error_message
+from wave_site.jobs import heartbeat, new_claim_id
+from wave_site.redact import redact_url
 
 logger = logging.getLogger(__name__)
-MAX_REDIRECTS = 5
+State = LayerDownload.State
 
 
-class LayerDownloadError(Exception):
-    """The layer cannot be had as declared: the reason is shown to whoever pulls."""
+def layer_download_create_or_join(
+    *, url: str, gzip_size: int, gzip_digest: str, tar_digest: str, is_blob_stored: bool
+) -> LayerDownload:
+    """The download of this exact layer, created or joined, and locked until the caller's transaction ends.
 
-
-class LayerDownloadBusy(Exception):
-    """Another worker is downloading the same digest right now."""
-
-
-def injected_layer_fail(*, layer_pk: int, reason: str) -> None:
-    """Settle one pending layer as failed, with the reason its status and pulls will show."""
-    InjectedLayer.objects.filter(pk=layer_pk, state=InjectedLayer.State.PENDING).update(
-        state=InjectedLayer.State.FAILED, failure_reason=reason, finished_at=timezone.now()
-    )
-
-
-def _mark(layer: InjectedLayer, *, state: str, reason: str = "") -> int:
-    """Settle every pending row that names exactly this layer: same URL, digests and size.
-
-    A row with another URL downloads (and so proves access to) the content itself; a row with other
-    digests or size is a different claim, checked on its own.
+    Call it inside the transaction that stores the joining layers. The row lock orders the join against
+    a finishing download: either the finish sees the joined layer, or the join sees the finished state.
+    A FAILED row is tried again, and so is a READY one whose blob is gone (`is_blob_stored` False).
     """
-    rows = injected_layers_like(
-        url=layer.url, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
-    ).filter(state=InjectedLayer.State.PENDING)
-    fields = {"state": state, "failure_reason": reason, "finished_at": timezone.now()}
-    if state == InjectedLayer.State.READY:
-        fields["blob_key"] = blob_key(layer.gzip_digest)
-    return rows.update(**fields)
+    identity = LayerDownload.identity_of(url=url, gzip_size=gzip_size, gzip_digest=gzip_digest, tar_digest=tar_digest)
+    download, created = LayerDownload.objects.select_for_update().get_or_create(
+        identity=identity,
+        defaults={"url": url, "gzip_size": gzip_size, "gzip_digest": gzip_digest, "tar_digest": tar_digest},
+    )
+    again = download.state == State.FAILED or (download.state == State.READY and not is_blob_stored)
+    requeued = again and _requeue_finished(download)
+    if requeued:
+        download.refresh_from_db()
+    if created or requeued:
+        transaction.on_commit(functools.partial(layer_download_enqueue, download_pk=download.pk))
+    return download
 
 
-def _open(client: httpx.Client, url: str) -> httpx.Response:
-    """GET with redirects followed by hand, each hop checked against the SSRF rules."""
-    for _ in range(MAX_REDIRECTS + 1):
-        try:
-            url_destination_check(url)
-        except DestinationRefusedError as exc:
-            raise LayerDownloadError(exc.message) from None
-        response = client.send(client.build_request("GET", url), stream=True)
-        if not response.is_redirect:
-            return response
-        response.close()
-        url = urljoin(url, response.headers["Location"])
-    raise LayerDownloadError(f"Too many redirects from {url}")
+def _requeue_finished(download: LayerDownload) -> bool:
+    fresh = {"state": State.QUEUED, "attempts": 0, "claimed_by": "", "queued_at": timezone.now(),
+             "started_at": None, "heartbeat_at": None, "finished_at": None, "failure_reason": "",
+             "blob_key": ""}  # fmt: skip
+    return LayerDownload.objects.filter(pk=download.pk, state=download.state).update(**fresh) == 1
 
 
-def download_verified(url: str, *, gzip_size: int, gzip_digest: str, tar_digest: str, into: str) -> None:
-    """Stream `url` into the file `into`, checking size and both digests; LayerDownloadError on any mismatch."""
-    limit = min(gzip_size, settings.WAVE_LAYER_DOWNLOAD_MAX_BYTES)
-    if gzip_size > settings.WAVE_LAYER_DOWNLOAD_MAX_BYTES:
-        raise LayerDownloadError(
-            f"Layer size {gzip_size} exceeds the maximum of {settings.WAVE_LAYER_DOWNLOAD_MAX_BYTES} bytes"
+def layer_download_enqueue(*, download_pk: int) -> None:
+    """Send the task of a queued download. A broker that is down loses nothing: the reaper sends it again."""
+    from requests_app.tasks import layer_download_task
+
+    try:
+        layer_download_task.delay(download_pk)
+    except OperationalError as exc:
+        logger.warning("layer download %d not sent (%s): the reaper sends it later", download_pk, exc)
+
+
+def layer_download_claim(*, download_pk: int) -> str | None:
+    """Claim a queued download for this process; the claim id, or None when it is not queued (nothing to do)."""
+    claim = new_claim_id()
+    now = timezone.now()
+    claimed = LayerDownload.objects.filter(pk=download_pk, state=State.QUEUED).update(
+        state=State.RUNNING, claimed_by=claim, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now
+    )
+    return claim if claimed == 1 else None
+
+
+def layer_download_heartbeat(*, download_pk: int, claim: str) -> bool:
+    """The claim is alive; False when it is no longer ours (the reaper re-queued the download)."""
+    return (
+        LayerDownload.objects.filter(pk=download_pk, claimed_by=claim, state=State.RUNNING).update(
+            heartbeat_at=timezone.now()
         )
-    deadline = time.monotonic() + settings.WAVE_LAYER_DOWNLOAD_TIMEOUT
-    gzip_hash = hashlib.sha256()
-    tar = TarDigest(limit=max(64 * gzip_size, 64 * 1024 * 1024))
-    received = 0
-    timeout = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
-    try:
-        transport = guarded_transport(connect_check)
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=False, transport=transport) as client,
-            open(into, "wb") as output,
-        ):
-            response = _open(client, url)
-            try:
-                if response.status_code != 200:
-                    raise LayerDownloadError(f"Download of {url} answered HTTP {response.status_code}")
-                for chunk in response.iter_raw(CHUNK):
-                    received += len(chunk)
-                    if received > limit:
-                        raise LayerDownloadError(f"Layer is larger than its declared gzipSize of {gzip_size} bytes")
-                    if time.monotonic() > deadline:
-                        raise LayerDownloadError(f"Download timed out after {settings.WAVE_LAYER_DOWNLOAD_TIMEOUT} s")
-                    gzip_hash.update(chunk)
-                    tar.update(chunk)
-                    output.write(chunk)
-            finally:
-                response.close()
-    except DestinationRefusedError as exc:  # refused at connect time: DNS answered differently
-        raise LayerDownloadError(exc.message) from None
-    except httpx.TimeoutException:
-        raise LayerDownloadError(f"Download of {url} timed out") from None
-    except httpx.HTTPError as exc:
-        raise LayerDownloadError(f"Download of {url} failed: {type(exc).__name__}") from None
-    except zlib.error as exc:
-        raise LayerDownloadError(f"Layer is not a valid gzip stream ({exc})") from None
-    if received != gzip_size:
-        raise LayerDownloadError(f"Layer size does not match: expected {gzip_size} bytes, got {received}")
-    actual = f"sha256:{gzip_hash.hexdigest()}"
-    if actual != gzip_digest:
-        raise LayerDownloadError(f"Layer gzip digest does not match: expected {gzip_digest}, got {actual}")
-    try:
-        actual_tar = tar.hexdigest()
-    except zlib.error as exc:
-        raise LayerDownloadError(f"Layer is not a valid gzip stream ({exc})") from None
-    if actual_tar != tar_digest:
-        raise LayerDownloadError(f"Layer tar digest does not match: expected {tar_digest}, got {actual_tar}")
-
-
-def _already_downloaded(layer: InjectedLayer) -> bool:
-    return injected_layer_verified_before(
-        url=layer.url, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
+        == 1
     )
 
 
-def injected_layer_download(*, layer_pk: int) -> str:
-    """Download one pending layer (and settle every pending layer of the same digest); the state reached."""
-    layer = InjectedLayer.objects.filter(pk=layer_pk).first()
-    if layer is None or layer.state != InjectedLayer.State.PENDING:
-        return layer.state if layer else "gone"
-    if _already_downloaded(layer):
-        _mark(layer, state=InjectedLayer.State.READY)
-        return InjectedLayer.State.READY
-    lock = f"wave:layer-download:{layer.gzip_digest}"
-    owner = f"{layer_pk}:{os.getpid()}:{time.monotonic()}"
-    if not shared_cache().add(lock, owner, timeout=settings.WAVE_LAYER_DOWNLOAD_TIMEOUT + 60):
-        raise LayerDownloadBusy(layer.gzip_digest)
+def layer_download_finish(*, download_pk: int, claim: str, state: str, reason: str = "") -> bool:
+    """Settle a running download READY or FAILED (with `reason`) and every pending layer joined to it.
+
+    Only the holder of the claim may: False (and nothing written) for anyone else.
+    """
+    with transaction.atomic():
+        running = LayerDownload.objects.filter(pk=download_pk, claimed_by=claim, state=State.RUNNING)
+        download = running.select_for_update().first()
+        return download is not None and _settle(download, state=state, reason=reason)
+
+
+def _settle(download: LayerDownload, *, state: str, reason: str) -> bool:
+    """Within a transaction, on a row locked and checked by the caller: finish it, then its pending layers."""
+    download.state, download.failure_reason, download.finished_at = state, reason, timezone.now()
+    download.blob_key = blob_key(download.gzip_digest) if state == State.READY else ""
+    download.save(update_fields=["state", "failure_reason", "finished_at", "blob_key"])
+    download.layers.filter(state=InjectedLayer.State.PENDING).update(
+        state=InjectedLayer.State.READY if state == State.READY else InjectedLayer.State.FAILED,
+        failure_reason=reason,
+        blob_key=download.blob_key,
+        finished_at=download.finished_at,
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class Reaped:
+    requeued: int  # running, with a stale heartbeat: queued again
+    failed: int  # running, with a stale heartbeat, out of attempts
+    resent: int  # queued too long: sent again
+
+
+def layer_download_reap(*, now: dt.datetime | None = None) -> Reaped:
+    """Re-queue or fail downloads whose worker went silent, and send again those nobody took.
+
+    Each change is a compare-and-set on what was read, so concurrent reapers (or a worker beating at
+    the last moment) never act twice on one row.
+    """
+    now = now or timezone.now()
+    stale = now - dt.timedelta(seconds=settings.WAVE_LAYER_DOWNLOAD_STALE_AFTER)
+    requeued = failed = resent = 0
+    silent = LayerDownload.objects.filter(state=State.RUNNING, heartbeat_at__lt=stale)
+    for pk, claim, attempts in silent.values_list("pk", "claimed_by", "attempts"):
+        row = silent.filter(pk=pk, claimed_by=claim)
+        if attempts >= settings.WAVE_LAYER_DOWNLOAD_MAX_ATTEMPTS:
+            reason = f"Layer download did not finish: its worker stopped {attempts} times"
+            with transaction.atomic():
+                download = row.select_for_update().first()
+                if download is not None and _settle(download, state=State.FAILED, reason=reason):
+                    failed += 1
+                    logger.warning("layer download %d failed: %s", pk, reason)
+        elif row.update(state=State.QUEUED, claimed_by="", heartbeat_at=None, queued_at=now):
+            requeued += 1
+            logger.warning("layer download %d re-queued: no heartbeat from %s since %s", pk, claim, stale)
+            transaction.on_commit(functools.partial(layer_download_enqueue, download_pk=pk))
+    waiting = LayerDownload.objects.filter(state=State.QUEUED, queued_at__lt=stale)
+    for pk, queued_at in waiting.values_list("pk", "queued_at"):
+        if waiting.filter(pk=pk, queued_at=queued_at).update(queued_at=now):
+            resent += 1
+            transaction.on_commit(functools.partial(layer_download_enqueue, download_pk=pk))
+    return Reaped(requeued=requeued, failed=failed, resent=resent)
+
+
+def layer_download_run(*, download_pk: int) -> str:
+    """The task's body: claim, fetch and verify into the blob store with heartbeats, finish; the state left.
+
+    Idempotent: a download that is not queued (running elsewhere, finished, gone) is left alone.
+    """
+    claim = layer_download_claim(download_pk=download_pk)
+    if claim is None:
+        return LayerDownload.objects.filter(pk=download_pk).values_list("state", flat=True).first() or "gone"
+    download = LayerDownload.objects.get(pk=download_pk)
+    shown = redact_url(download.url)
+    beat = functools.partial(layer_download_heartbeat, download_pk=download_pk, claim=claim)
+    state, reason = State.READY, ""
     try:
-        if _already_downloaded(layer):  # finished by another worker while we waited for the lock
-            _mark(layer, state=InjectedLayer.State.READY)
-            return InjectedLayer.State.READY
-        key = blob_key(layer.gzip_digest)
-        with blob_scratch_file(key) as scratch:
-            try:
-                download_verified(layer.url, gzip_size=layer.gzip_size, gzip_digest=layer.gzip_digest,
-                                  tar_digest=layer.tar_digest, into=scratch)  # fmt: skip
-            except LayerDownloadError as exc:
-                logger.warning("layer %s failed: %s", layer.gzip_digest, exc)
-                _mark(layer, state=InjectedLayer.State.FAILED, reason=str(exc))
-                return InjectedLayer.State.FAILED
+        with heartbeat(beat, every=settings.WAVE_LAYER_DOWNLOAD_HEARTBEAT) as lost:
+            _fetch_into_store(download, is_cancelled=lost.is_set)
+    except FetchCancelled:
+        logger.warning("layer download %d of %s stopped: its claim was taken (presumed dead)", download_pk, shown)
+        return State.RUNNING
+    except LayerFetchError as exc:
+        state, reason = State.FAILED, str(exc)
+    except SoftTimeLimitExceeded:
+        state, reason = State.FAILED, f"Layer download did not finish within {settings.WAVE_LAYER_DOWNLOAD_TIMEOUT} s"
+    except Exception as exc:  # noqa: BLE001 - a claimed download must end with a reason; the traceback goes to the log
+        state, reason = State.FAILED, f"Layer download failed: {unexpected_error_message(exc)}"
+    if state == State.FAILED:
+        logger.warning("layer download %d of %s failed: %s", download_pk, shown, reason)
+    layer_download_finish(download_pk=download_pk, claim=claim, state=state, reason=reason)
+    return state
+
+
+def _fetch_into_store(download: LayerDownload, *, is_cancelled: Callable[[], bool]) -> None:
+    key = blob_key(download.gzip_digest)
+    with blob_scratch_file() as scratch:
+        fetch_verified(
+            download.url, gzip_size=download.gzip_size, gzip_digest=download.gzip_digest,
+            tar_digest=download.tar_digest, into=scratch, is_cancelled=is_cancelled,
+        )  # fmt: skip
+        if not blob_exists(key):  # verified here, but another URL may have brought the same bytes
             blob_store_put_file(key, scratch)
-        _mark(layer, state=InjectedLayer.State.READY)
-        return InjectedLayer.State.READY
-    finally:
-        if shared_cache().get(lock) == owner:  # expired and taken by another worker: not ours to drop
-            shared_cache().delete(lock)

@@ -1,8 +1,10 @@
-"""Container requests and the layers they inject."""
+"""Container requests, the layers they inject, and the downloads that fetch http(s) layers."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 
 from django.db import models
 from django.utils import timezone
@@ -52,6 +54,49 @@ class ContainerRequest(models.Model):
         return self.revoked_at is None and self.expires_at > (now or timezone.now())
 
 
+class LayerDownload(models.Model):
+    """One fetch of one exact layer (URL, size, digests): a durable job shared by every layer that names it.
+
+    Created or joined at request time, claimed by its task with a compare-and-set on `state`, kept alive
+    by heartbeats while it runs, re-queued or failed by the reaper when its heartbeat goes stale.
+    Finishing settles every pending InjectedLayer joined to it (requests_app.downloads).
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+
+    # A URL may be longer than a database index entry: uniqueness is on a digest of what is fetched.
+    identity = models.CharField(max_length=64, unique=True, help_text="sha256 of URL, size and digests.")
+    url = models.TextField()
+    gzip_digest = models.CharField(max_length=80, db_index=True)
+    gzip_size = models.BigIntegerField()
+    tar_digest = models.CharField(max_length=80)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Claims so far (reset on a retry).")
+    claimed_by = models.CharField(max_length=200, blank=True, help_text="host:pid:nonce of the running attempt.")
+    created_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(default=timezone.now, help_text="When it last entered the queue.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True)
+    blob_key = models.CharField(max_length=200, blank=True, help_text="Path in the blob store once ready.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"download {self.pk} ({self.gzip_digest[:19]}, {self.state})"
+
+    @staticmethod
+    def identity_of(*, url: str, gzip_size: int, gzip_digest: str, tar_digest: str) -> str:
+        fetched = json.dumps([url, gzip_size, gzip_digest, tar_digest])
+        return hashlib.sha256(fetched.encode()).hexdigest()
+
+
 class InjectedLayer(models.Model):
     """A layer appended to the source image; its blob is content-addressed by gzip digest."""
 
@@ -75,6 +120,10 @@ class InjectedLayer(models.Model):
     failure_reason = models.TextField(blank=True)
     blob_key = models.CharField(max_length=200, blank=True, help_text="Path in the blob store once ready.")
     finished_at = models.DateTimeField(null=True, blank=True, help_text="When the layer became ready or failed.")
+    download = models.ForeignKey(
+        LayerDownload, null=True, blank=True, on_delete=models.PROTECT, related_name="layers",
+        help_text="The download that fetches it (http layers).",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["request", "position"]

@@ -1,11 +1,10 @@
-"""Reads of container requests."""
+"""Reads of container requests and layer downloads."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
 from django.utils import timezone
 
-from requests_app.models import ContainerRequest, InjectedLayer
+from requests_app.models import ContainerRequest, LayerDownload
 from wave_site.blobstore import blob_exists, blob_key
 
 
@@ -18,12 +17,8 @@ def container_request_get_active(*, token: str) -> ContainerRequest | None:
     )
 
 
-def injected_layers_like(*, url: str, gzip_digest: str, gzip_size: int, tar_digest: str) -> QuerySet[InjectedLayer]:
-    """Rows naming exactly this layer: same location, digests and size."""
-    return InjectedLayer.objects.filter(url=url, gzip_digest=gzip_digest, gzip_size=gzip_size, tar_digest=tar_digest)
-
-
-def injected_layer_verified_before(*, url: str, gzip_digest: str, gzip_size: int, tar_digest: str) -> bool:
-    """This exact layer was downloaded and verified for an earlier request, and its blob is stored."""
-    rows = injected_layers_like(url=url, gzip_digest=gzip_digest, gzip_size=gzip_size, tar_digest=tar_digest)
-    return rows.filter(state=InjectedLayer.State.READY).exists() and blob_exists(blob_key(gzip_digest))
+def layer_download_verified(*, url: str, gzip_digest: str, gzip_size: int, tar_digest: str) -> bool:
+    """This exact layer (URL, size, digests) was downloaded and verified before, and its blob is stored."""
+    identity = LayerDownload.identity_of(url=url, gzip_size=gzip_size, gzip_digest=gzip_digest, tar_digest=tar_digest)
+    is_ready = LayerDownload.objects.filter(identity=identity, state=LayerDownload.State.READY).exists()
+    return is_ready and blob_exists(blob_key(gzip_digest))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import logging
 import secrets
 from dataclasses import dataclass
@@ -22,11 +21,12 @@ from credentials.callers import Caller
 from credentials.policy import url_destination_check
 from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
+from requests_app.downloads import layer_download_create_or_join
 from requests_app.layers import LayerSpec, decode_data_layer
-from requests_app.models import ContainerRequest, InjectedLayer
+from requests_app.models import ContainerRequest, InjectedLayer, LayerDownload
 from requests_app.oci.tokens import token_mark_revoked
 from requests_app.ratelimit import rate_limit_acquire
-from requests_app.selectors import injected_layer_verified_before
+from requests_app.selectors import layer_download_verified
 from requests_app.specs import ContainerRequestSpec, RequestedLayer
 from requests_app.upstream import upstream_digest, upstream_platform_check
 from wave_site.blobstore import blob_key, blob_store_put
@@ -160,10 +160,7 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
             # One statement needs no transaction of its own; with layers, the rows land together or not at all.
             with transaction.atomic() if layers else contextlib.nullcontext():
                 request.save(force_insert=True)
-                rows = InjectedLayer.objects.bulk_create(_layer_rows(request, layers, stored=stored))
-                for row in rows:
-                    if row.state == InjectedLayer.State.PENDING:
-                        transaction.on_commit(functools.partial(_enqueue_download, row.pk))
+                InjectedLayer.objects.bulk_create(_layer_rows(request, layers, stored=stored))
         except IntegrityError:
             continue  # token collision: 48 bits make it rare, a new token fixes it
         return Accepted(request=request, source=ref)
@@ -171,35 +168,53 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
 
 
 def _verified_before(layer: LayerSpec) -> bool:
-    return injected_layer_verified_before(
+    return layer_download_verified(
         url=layer.url, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
     )
 
 
-def _enqueue_download(layer_pk: int) -> None:
-    from requests_app.tasks import layer_download_task
-
-    layer_download_task.delay(layer_pk)
-
-
 def _layer_rows(request: ContainerRequest, layers: list[LayerSpec], *, stored: set[str]) -> list[InjectedLayer]:
-    """Rows for the layers; inline ones, and those whose digest (`stored`) was verified before, are ready at once."""
-    return [
-        InjectedLayer(
-            request=request,
-            position=layer.position,
-            kind=InjectedLayer.Kind.DATA if layer.is_inline else InjectedLayer.Kind.HTTP,
-            url=layer.url,
-            gzip_digest=layer.gzip_digest,
-            gzip_size=layer.gzip_size,
-            tar_digest=layer.tar_digest,
-            state=InjectedLayer.State.READY if ready else InjectedLayer.State.PENDING,
-            blob_key=blob_key(layer.gzip_digest) if ready else "",
-            finished_at=request.created_at if ready else None,
+    """Rows for the layers, inside the request's transaction. Inline ones are ready at once; each http one
+    joins the download of its exact layer (ready at once when that one is ready and its blob `stored`)."""
+    downloads = _downloads_joined(layers, stored=stored)
+    rows = []
+    for layer in layers:
+        download = downloads.get(layer.position)
+        ready = download is None or download.state == LayerDownload.State.READY
+        rows.append(
+            InjectedLayer(
+                request=request,
+                position=layer.position,
+                kind=InjectedLayer.Kind.DATA if layer.is_inline else InjectedLayer.Kind.HTTP,
+                url=layer.url,
+                gzip_digest=layer.gzip_digest,
+                gzip_size=layer.gzip_size,
+                tar_digest=layer.tar_digest,
+                download=download,
+                state=InjectedLayer.State.READY if ready else InjectedLayer.State.PENDING,
+                blob_key=blob_key(layer.gzip_digest) if ready else "",
+                finished_at=request.created_at if ready else None,
+            )
         )
-        for layer in layers
-        for ready in [layer.is_inline or layer.gzip_digest in stored]
-    ]
+    return rows
+
+
+def _downloads_joined(layers: list[LayerSpec], *, stored: set[str]) -> dict[int, LayerDownload]:
+    """The download of each http layer, by position; created or joined in one order (by identity), so that
+    two requests naming the same layers never wait on each other's row locks in opposite orders."""
+    joined = {}
+    for layer in sorted((layer for layer in layers if not layer.is_inline), key=_identity):
+        joined[layer.position] = layer_download_create_or_join(
+            url=layer.url, gzip_size=layer.gzip_size, gzip_digest=layer.gzip_digest, tar_digest=layer.tar_digest,
+            is_blob_stored=layer.gzip_digest in stored,
+        )  # fmt: skip
+    return joined
+
+
+def _identity(layer: LayerSpec) -> str:
+    return LayerDownload.identity_of(
+        url=layer.url, gzip_size=layer.gzip_size, gzip_digest=layer.gzip_digest, tar_digest=layer.tar_digest
+    )
 
 
 def container_request_revoke(*, token: str) -> ContainerRequest:

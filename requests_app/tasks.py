@@ -1,15 +1,19 @@
-"""Periodic work on container requests."""
+"""Celery tasks of container requests: layer downloads (a primary key each), their reaper, the purge.
+
+Each task is a thin shell over a service (requests_app.downloads, requests_app.services) and is safe
+to deliver twice: a download's claim is a compare-and-set on its row.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from celery import Task, shared_task
+from celery import shared_task
+from django.conf import settings
 
-from requests_app.downloads import LayerDownloadBusy, injected_layer_download, injected_layer_fail
-from requests_app.models import InjectedLayer
+from requests_app.downloads import layer_download_reap, layer_download_run
 from requests_app.services import container_request_purge
-from wave_site.errors import unexpected_error_message
+from wave_site.blobstore import blob_scratch_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -22,22 +26,23 @@ def container_request_purge_task() -> int:
     return deleted
 
 
-# 150 retries x 5 s outlasts the longest download another worker may hold the digest's lock for.
-LAYER_DOWNLOAD_MAX_RETRIES = 150
+@shared_task(
+    name="requests_app.layer_download",
+    ignore_result=True,
+    # The fetch has its own absolute deadline; these only bound a store upload that hangs.
+    soft_time_limit=settings.WAVE_LAYER_DOWNLOAD_TIMEOUT + 300,
+    time_limit=settings.WAVE_LAYER_DOWNLOAD_TIMEOUT + 360,
+)
+def layer_download_task(download_pk: int) -> str:
+    """Run one queued LayerDownload; a duplicate or redelivered message finds it claimed and does nothing."""
+    return layer_download_run(download_pk=download_pk)
 
 
-@shared_task(name="requests_app.layer_download", bind=True, ignore_result=True, max_retries=LAYER_DOWNLOAD_MAX_RETRIES)
-def layer_download_task(self: Task, layer_pk: int) -> str:
-    """Download a layer; when another worker holds the same digest, look again shortly."""
-    try:
-        return injected_layer_download(layer_pk=layer_pk)
-    except LayerDownloadBusy as exc:
-        if self.request.retries >= LAYER_DOWNLOAD_MAX_RETRIES:
-            injected_layer_fail(layer_pk=layer_pk, reason="Layer download did not start: another download held it")
-            return InjectedLayer.State.FAILED
-        raise self.retry(countdown=5) from exc
-    except Exception as exc:  # noqa: BLE001 - any failure must settle the layer
-        # Never leave a layer pending forever: the pull must fail with a reason, the traceback goes to the log.
-        message = unexpected_error_message(exc)
-        injected_layer_fail(layer_pk=layer_pk, reason=f"Layer download failed: {message}")
-        return InjectedLayer.State.FAILED
+@shared_task(name="requests_app.layer_download_reap", ignore_result=True)
+def layer_download_reap_task() -> dict[str, int]:
+    """Re-queue or fail downloads whose worker died, send again those the broker lost, sweep dead scratch files."""
+    reaped = layer_download_reap()
+    swept = blob_scratch_sweep(older_than=settings.WAVE_LAYER_DOWNLOAD_TIMEOUT)
+    if swept:
+        logger.info("removed %d scratch files of dead downloads", swept)
+    return {"requeued": reaped.requeued, "failed": reaped.failed, "resent": reaped.resent, "swept": swept}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,16 +90,25 @@ def blob_read(key: str) -> bytes:
         return bytes(handle.read())
 
 
+SCRATCH_PREFIX = ".download-"
+
+
+def _scratch_folder() -> Path:
+    """One folder for blobs on their way in: inside the store's root on the filesystem (on the same disk, so
+    that moving one into place is a rename), in the data dir for a remote store."""
+    local = _local_path("scratch")
+    return Path(local) if local is not None else settings.DATA_DIR / "tmp"
+
+
 @contextmanager
-def blob_scratch_file(key: str) -> Iterator[str]:
+def blob_scratch_file() -> Iterator[str]:
     """A temporary file for a blob on its way in (a download being verified); removed afterwards.
 
-    On the filesystem it sits beside the blob's final place, so that moving it there is one rename.
+    A worker killed meanwhile leaves it behind: `blob_scratch_sweep` removes it later.
     """
-    final = _local_path(key)
-    folder = Path(final).parent if final is not None else settings.DATA_DIR / "tmp"
+    folder = _scratch_folder()
     folder.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(dir=folder, prefix=".download-")
+    fd, scratch = tempfile.mkstemp(dir=folder, prefix=SCRATCH_PREFIX)
     os.close(fd)
     try:
         yield scratch
@@ -107,10 +117,30 @@ def blob_scratch_file(key: str) -> Iterator[str]:
             os.unlink(scratch)
 
 
+def blob_scratch_sweep(*, older_than: float) -> int:
+    """Remove scratch files nobody wrote to for `older_than` seconds (their worker died); how many were removed.
+
+    A live download writes its file at least once per rate window, and cannot outlive the download
+    timeout: callers pass that timeout, so no live download loses its file.
+    """
+    cutoff = time.time() - older_than
+    removed = 0
+    for folder in {_scratch_folder(), settings.DATA_DIR / "tmp"}:
+        for path in folder.glob(f"{SCRATCH_PREFIX}*") if folder.is_dir() else ():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished (moved into place) meanwhile
+    return removed
+
+
 def blob_store_put_file(key: str, scratch: str) -> None:
     """Move a verified scratch file (from `blob_scratch_file`) into the store under `key`."""
     final = _local_path(key)
     if final is not None:
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
         os.replace(scratch, final)
         return
     with store_errors(), open(scratch, "rb") as handle:

@@ -170,7 +170,10 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600 * 2}
+    # An unacknowledged message (its worker was killed) is delivered again after this long. Durable jobs
+    # do not depend on it (the reaper re-queues their rows sooner); a task still running then is delivered
+    # twice, and its claim (a compare-and-set on its row) makes the second delivery do nothing.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 300}
     # Publishing runs on the request path: with Redis down or hung it must fail within seconds (see
     # CELERY_TASK_PUBLISH_RETRY_POLICY), not block the request forever.
     CELERY_BROKER_TRANSPORT_OPTIONS.update({"socket_connect_timeout": 1, "socket_timeout": 2})
@@ -218,9 +221,21 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 0}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Durable layer downloads (requests_app.downloads): a running download beats every HEARTBEAT s; the reaper
+# (every REAP_INTERVAL s) re-queues one silent for STALE_AFTER s, or queued that long with no worker taking
+# it, and fails it with a reason once it was claimed MAX_ATTEMPTS times.
+WAVE_LAYER_DOWNLOAD_HEARTBEAT = env_int("WAVE_LAYER_DOWNLOAD_HEARTBEAT", 5, minimum=1)
+WAVE_LAYER_DOWNLOAD_STALE_AFTER = env_int("WAVE_LAYER_DOWNLOAD_STALE_AFTER", 60, minimum=2)
+WAVE_LAYER_DOWNLOAD_MAX_ATTEMPTS = env_int("WAVE_LAYER_DOWNLOAD_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
+WAVE_LAYER_REAP_INTERVAL = env_int("WAVE_LAYER_REAP_INTERVAL", 30, minimum=1)
+if WAVE_LAYER_DOWNLOAD_STALE_AFTER < 2 * WAVE_LAYER_DOWNLOAD_HEARTBEAT:
+    raise ImproperlyConfigured("WAVE_LAYER_DOWNLOAD_STALE_AFTER must be at least twice WAVE_LAYER_DOWNLOAD_HEARTBEAT")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "purge-expired-container-requests": {"task": "requests_app.container_request_purge", "schedule": 3600.0},
-}
+    # On the default queue: the reaper must not wait behind the downloads it watches.
+    "reap-layer-downloads": {"task": "requests_app.layer_download_reap", "schedule": float(WAVE_LAYER_REAP_INTERVAL),
+                             "options": {"queue": "default"}},
+}  # fmt: skip
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Blob store and static files --------------------------------------------------------------
@@ -278,6 +293,9 @@ WAVE_MAX_LAYERS = env_int("WAVE_MAX_LAYERS", 64, minimum=1, maximum=10_000)
 WAVE_LAYER_WAIT_SECONDS = env_int("WAVE_LAYER_WAIT_SECONDS", 60, minimum=0)
 WAVE_LAYER_DOWNLOAD_MAX_BYTES = env_int("WAVE_LAYER_DOWNLOAD_MAX_BYTES", 2 * 1024**3, minimum=1)
 WAVE_LAYER_DOWNLOAD_TIMEOUT = env_int("WAVE_LAYER_DOWNLOAD_TIMEOUT", 600, minimum=1)
+# A download fails when it receives less than MIN_RATE bytes/s over RATE_WINDOW s, or nothing for that long.
+WAVE_LAYER_DOWNLOAD_MIN_RATE = env_int("WAVE_LAYER_DOWNLOAD_MIN_RATE", 1024, minimum=0)
+WAVE_LAYER_DOWNLOAD_RATE_WINDOW = env_int("WAVE_LAYER_DOWNLOAD_RATE_WINDOW", 30, minimum=1)
 WAVE_MAX_REQUEST_BYTES = env_int("WAVE_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
 # Django's own cap on a body read into memory (2.5 MiB by default) would refuse `data:` layers well under the
 # documented limits; the ASGI entry point (wave_site.asgi) enforces WAVE_MAX_REQUEST_BYTES before Django reads.
@@ -295,6 +313,11 @@ if WAVE_REGISTRY_CREDENTIALS and not Path(WAVE_REGISTRY_CREDENTIALS).is_file():
 # --- Operators --------------------------------------------------------------------------------
 WAVE_ADMIN_USER = env_str("WAVE_ADMIN_USER", "admin")
 WAVE_ADMIN_PASSWORD = env_str("WAVE_ADMIN_PASSWORD")
+# Failed operator logins (admin form, API Basic auth) per client address and window; past the maximum, the
+# address gets 429 until the window ends, and no password is checked (wave_site.authentication).
+WAVE_LOGIN_MAX_FAILURES = env_int("WAVE_LOGIN_MAX_FAILURES", 10, minimum=1)
+WAVE_LOGIN_FAILURE_WINDOW = env_int("WAVE_LOGIN_FAILURE_WINDOW", 300, minimum=1)
+AUTHENTICATION_BACKENDS = ["wave_site.authentication.ThrottledModelBackend"]
 
 # --- API and OpenAPI --------------------------------------------------------------------------
 REST_FRAMEWORK = {

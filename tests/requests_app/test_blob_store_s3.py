@@ -8,7 +8,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from requests_app.downloads import injected_layer_download
+from requests_app.downloads import layer_download_run
 from requests_app.models import InjectedLayer
 from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
@@ -52,9 +52,9 @@ def test_downloaded_layer_is_verified_then_uploaded(
     assert response.status_code == 200, response.content
     first, second = InjectedLayer.objects.order_by("position")
 
-    assert injected_layer_download(layer_pk=first.pk) == InjectedLayer.State.READY  # the task's body
+    assert layer_download_run(download_pk=first.download_id) == InjectedLayer.State.READY  # the task's body
     assert s3_blob_store.read(blob_key(good.gzip_digest)) == good.gzip_bytes
-    assert injected_layer_download(layer_pk=second.pk) == InjectedLayer.State.FAILED
+    assert layer_download_run(download_pk=second.download_id) == InjectedLayer.State.FAILED
     second.refresh_from_db()
     wrong = "sha256:" + "e" * 64
     assert second.failure_reason == f"Layer gzip digest does not match: expected {wrong}, got {good.gzip_digest}"

@@ -1,0 +1,398 @@
+"""Layer downloads as durable jobs (requests_app.downloads, requests_app.fetch): create or join at request
+time, claim, heartbeat, finish; deadlines and rates per read; reasons without secrets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from django.conf import settings
+from django.db import connections
+from django.utils import timezone
+from pytest_django.fixtures import Settings
+
+from requests_app.downloads import (
+    layer_download_claim,
+    layer_download_enqueue,
+    layer_download_finish,
+    layer_download_heartbeat,
+    layer_download_reap,
+    layer_download_run,
+)
+from requests_app.models import InjectedLayer, LayerDownload
+from tests.requests_app.conftest import Post
+from tests.support.http_files import FileServer
+from tests.support.layers import Layer, make_layer
+from wave_site.blobstore import blob_key, blob_read
+
+Capture = Callable[..., object]
+
+
+def request_layer(post: Post, image: str, layer: Layer, url: str) -> InjectedLayer:
+    """POST a request with one http layer; its row (joined to its download)."""
+    response = post({"containerImage": image, "containerConfig": {"layers": [layer.as_request(location=url)]}})
+    assert response.status_code == 200, response.content
+    return InjectedLayer.objects.select_related("download").get(request__token=response.json()["containerToken"])
+
+
+def enqueued(callbacks: list[Callable[[], object]]) -> list[int]:
+    """Download pks the captured on-commit callbacks would send."""
+    return [
+        callback.keywords["download_pk"]
+        for callback in callbacks
+        if getattr(callback, "func", None) is layer_download_enqueue
+    ]
+
+
+# --- Create or join at request time -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_requests_for_one_layer_share_one_download_sent_once(
+    post: Post, image: str, file_server: FileServer, django_capture_on_commit_callbacks: Capture
+) -> None:
+    layer = make_layer({"shared.txt": b"shared\n"})
+    url = f"{file_server.url}/shared.tar.gz"
+    with django_capture_on_commit_callbacks() as first_callbacks:
+        first = request_layer(post, image, layer, url)
+    with django_capture_on_commit_callbacks() as second_callbacks:
+        second = request_layer(post, image, layer, url)
+
+    download = LayerDownload.objects.get()
+    assert (first.download_id, second.download_id) == (download.pk, download.pk)
+    assert (first.state, second.state) == ("pending", "pending")
+    assert (download.url, download.gzip_size, download.gzip_digest, download.tar_digest) == (
+        url, len(layer.gzip_bytes), layer.gzip_digest, layer.tar_digest,
+    )  # fmt: skip
+    assert (download.state, download.attempts, download.claimed_by) == ("queued", 0, "")
+    assert enqueued(first_callbacks) == [download.pk]
+    assert enqueued(second_callbacks) == []  # joined: nothing sent again
+
+
+@pytest.mark.django_db
+def test_same_digests_from_another_url_are_not_held_back_by_a_stalled_download(
+    post: Post, image: str, file_server: FileServer
+) -> None:
+    layer = make_layer({"contested.txt": b"contested\n"})
+    file_server.files["good.tar.gz"] = layer.gzip_bytes
+    stalled = request_layer(post, image, layer, f"{file_server.url}/stalling.tar.gz")
+    good = request_layer(post, image, layer, f"{file_server.url}/good.tar.gz")
+    assert stalled.download_id != good.download_id
+    assert layer_download_claim(download_pk=stalled.download_id) is not None  # held by a worker that went quiet
+
+    assert layer_download_run(download_pk=good.download_id) == "ready"
+    good.refresh_from_db()
+    stalled.refresh_from_db()
+    assert (good.state, good.blob_key) == ("ready", blob_key(layer.gzip_digest))
+    assert blob_read(good.blob_key) == layer.gzip_bytes
+    assert (stalled.state, stalled.download.state) == ("pending", "running")  # its own download, still its own
+    assert file_server.hits == ["/good.tar.gz"]
+
+
+@pytest.mark.django_db
+def test_a_failed_download_is_tried_again_by_a_new_request(
+    post: Post, image: str, file_server: FileServer, django_capture_on_commit_callbacks: Capture
+) -> None:
+    layer = make_layer({"later.txt": b"published later\n"})
+    url = f"{file_server.url}/later.tar.gz"
+    early = request_layer(post, image, layer, url)
+    assert layer_download_run(download_pk=early.download_id) == "failed"
+    early.refresh_from_db()
+    reason = f"Download of {url} answered HTTP 404"
+    assert (early.state, early.failure_reason, early.download.state) == ("failed", reason, "failed")
+
+    file_server.files["later.tar.gz"] = layer.gzip_bytes
+    with django_capture_on_commit_callbacks() as callbacks:
+        late = request_layer(post, image, layer, url)
+    download = LayerDownload.objects.get()
+    assert late.download_id == download.pk
+    assert (download.state, download.attempts, download.failure_reason, download.finished_at) == ("queued", 0, "", None)
+    assert enqueued(callbacks) == [download.pk]
+    assert late.state == "pending"
+
+    assert layer_download_run(download_pk=download.pk) == "ready"
+    late.refresh_from_db()
+    early.refresh_from_db()
+    assert late.state == "ready"
+    assert (early.state, early.failure_reason) == ("failed", reason)  # its request was answered already
+
+
+@pytest.mark.django_db
+def test_a_layer_verified_before_is_ready_at_once(
+    post: Post, image: str, file_server: FileServer, django_capture_on_commit_callbacks: Capture
+) -> None:
+    layer = make_layer({"known.txt": b"known\n"})
+    file_server.files["known.tar.gz"] = layer.gzip_bytes
+    url = f"{file_server.url}/known.tar.gz"
+    first = request_layer(post, image, layer, url)
+    assert layer_download_run(download_pk=first.download_id) == "ready"
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        again = request_layer(post, image, layer, url)
+    assert (again.state, again.blob_key, again.download_id) == ("ready", blob_key(layer.gzip_digest), first.download_id)
+    assert again.finished_at == again.request.created_at
+    assert enqueued(callbacks) == []
+    assert file_server.hits == ["/known.tar.gz"]
+
+
+@pytest.mark.django_db
+def test_a_ready_download_whose_blob_is_gone_is_downloaded_again(
+    post: Post, image: str, file_server: FileServer, django_capture_on_commit_callbacks: Capture
+) -> None:
+    layer = make_layer({"lost.txt": b"lost blob\n"})
+    file_server.files["lost.tar.gz"] = layer.gzip_bytes
+    url = f"{file_server.url}/lost.tar.gz"
+    first = request_layer(post, image, layer, url)
+    assert layer_download_run(download_pk=first.download_id) == "ready"
+    (settings.STORAGES["default"]["OPTIONS"]["location"] / blob_key(layer.gzip_digest)).unlink()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        again = request_layer(post, image, layer, url)
+    assert (again.state, again.download.state) == ("pending", "queued")
+    assert enqueued(callbacks) == [first.download_id]
+    assert layer_download_run(download_pk=first.download_id) == "ready"
+    assert blob_read(blob_key(layer.gzip_digest)) == layer.gzip_bytes
+
+
+# --- Claim, heartbeat, finish ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_finishing_settles_every_joined_layer_and_running_again_does_nothing(
+    post: Post, image: str, file_server: FileServer
+) -> None:
+    layer = make_layer({"twice.txt": b"twice\n"})
+    file_server.files["twice.tar.gz"] = layer.gzip_bytes
+    url = f"{file_server.url}/twice.tar.gz"
+    first, second = request_layer(post, image, layer, url), request_layer(post, image, layer, url)
+
+    assert layer_download_run(download_pk=first.download_id) == "ready"
+    assert layer_download_run(download_pk=first.download_id) == "ready"  # a redelivered message: claims nothing
+    assert layer_download_run(download_pk=10**9) == "gone"
+    download = LayerDownload.objects.get()
+    assert (download.state, download.attempts, download.blob_key) == ("ready", 1, blob_key(layer.gzip_digest))
+    for row in (first, second):
+        row.refresh_from_db()
+        assert (row.state, row.blob_key, row.failure_reason) == ("ready", download.blob_key, "")
+        assert row.finished_at == download.finished_at
+    assert file_server.hits == ["/twice.tar.gz"]
+
+
+@pytest.mark.django_db
+def test_claim_heartbeat_and_finish_are_compare_and_set(post: Post, image: str, file_server: FileServer) -> None:
+    row = request_layer(post, image, make_layer({"cas.txt": b"cas\n"}), f"{file_server.url}/cas.tar.gz")
+    pk = row.download_id
+    claim = layer_download_claim(download_pk=pk)
+    assert claim is not None
+    assert layer_download_claim(download_pk=pk) is None
+    assert layer_download_heartbeat(download_pk=pk, claim=claim) is True
+    assert layer_download_heartbeat(download_pk=pk, claim="someone-else") is False
+    assert layer_download_finish(download_pk=pk, claim="someone-else", state="failed", reason="no") is False
+    row.refresh_from_db()
+    assert (row.state, row.download.state, row.download.claimed_by, row.download.attempts) == (
+        "pending", "running", claim, 1,
+    )  # fmt: skip
+
+    assert layer_download_finish(download_pk=pk, claim=claim, state="failed", reason="Gone") is True
+    assert layer_download_finish(download_pk=pk, claim=claim, state="ready") is False  # finished once only
+    assert layer_download_heartbeat(download_pk=pk, claim=claim) is False
+    row.refresh_from_db()
+    assert (row.state, row.failure_reason, row.download.state) == ("failed", "Gone", "failed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_claim_was_taken_stops_without_writing(
+    post: Post, image: str, settings: Settings, drip_server: DripServer
+) -> None:
+    settings.WAVE_LAYER_DOWNLOAD_HEARTBEAT = 0.2
+    layer = make_layer({"taken.txt": b"taken\n"})
+    drip_server.serve(head=http_head(len(layer.gzip_bytes)), body=layer.gzip_bytes, interval=0.2)
+    row = request_layer(post, image, layer, f"{drip_server.url}/taken.tar.gz")
+    outcome: list[str] = []
+
+    def work() -> None:
+        try:
+            outcome.append(layer_download_run(download_pk=row.download_id))
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_for(lambda: LayerDownload.objects.get().state == "running")
+    # A reaper running later finds it silent (as if its worker had died) and queues it again.
+    later = timezone.now() + dt.timedelta(seconds=settings.WAVE_LAYER_DOWNLOAD_STALE_AFTER + 1)
+    assert layer_download_reap(now=later).requeued == 1
+    worker.join(timeout=10)
+
+    assert outcome == ["running"]  # stopped as soon as a heartbeat found the claim gone
+    download = LayerDownload.objects.get()
+    assert (download.state, download.claimed_by, download.failure_reason, download.finished_at) == (
+        "queued",
+        "",
+        "",
+        None,
+    )
+    row.refresh_from_db()
+    assert row.state == "pending"
+
+
+# --- Deadlines, rates and reasons ---------------------------------------------------------------
+
+
+@dataclass
+class DripServer:
+    """A raw HTTP server answering `head` then `body`, each byte `interval` seconds apart where asked."""
+
+    head: bytes = b""
+    body: bytes = b""
+    interval: float = 1.0
+    drip_head: bool = False
+    _socket: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def serve(self, *, head: bytes, body: bytes, interval: float, drip_head: bool = False) -> None:
+        self.head, self.body, self.interval, self.drip_head = head, body, interval, drip_head
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                connection.recv(65536)
+                self._send(connection, self.head, drip=self.drip_head)
+                self._send(connection, self.body, drip=True)
+                connection.recv(1)  # then silence, until the client hangs up
+            except OSError:
+                return  # the client gave up
+
+    def _send(self, connection: socket.socket, data: bytes, *, drip: bool) -> None:
+        if not drip:
+            connection.sendall(data)
+            return
+        for index in range(len(data)):
+            connection.sendall(data[index : index + 1])
+            time.sleep(self.interval)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+@pytest.fixture
+def drip_server() -> Iterator[DripServer]:
+    server = DripServer()
+    yield server
+    server.close()
+
+
+def http_head(length: int) -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def timed_run(download_pk: int) -> tuple[str, float]:
+    started = time.monotonic()
+    return layer_download_run(download_pk=download_pk), time.monotonic() - started
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_server_dripping_bytes_fails_at_the_deadline(
+    where: str, post: Post, image: str, settings: Settings, drip_server: DripServer
+) -> None:
+    settings.WAVE_LAYER_DOWNLOAD_TIMEOUT = 2
+    settings.WAVE_LAYER_DOWNLOAD_MIN_RATE = 0  # the deadline alone
+    layer = make_layer({"drip.txt": b"drip\n" * 50})
+    head = http_head(len(layer.gzip_bytes))
+    drip_server.serve(head=head, body=layer.gzip_bytes, interval=0.3, drip_head=where == "headers")
+    row = request_layer(post, image, layer, f"{drip_server.url}/drip.tar.gz")
+
+    state, elapsed = timed_run(row.download_id)
+    assert state == "failed"
+    assert 2 <= elapsed < 3.5
+    row.refresh_from_db()
+    assert (row.state, row.failure_reason) == ("failed", "Download timed out after 2 s")
+    assert list((settings.STORAGES["default"]["OPTIONS"]["location"] / "scratch").iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_a_body_below_the_minimum_rate_fails_as_too_slow(
+    post: Post, image: str, settings: Settings, drip_server: DripServer
+) -> None:
+    settings.WAVE_LAYER_DOWNLOAD_MIN_RATE = 100
+    settings.WAVE_LAYER_DOWNLOAD_RATE_WINDOW = 1
+    layer = make_layer({"slow.txt": b"slow\n" * 50})
+    drip_server.serve(head=http_head(len(layer.gzip_bytes)), body=layer.gzip_bytes, interval=0.2)
+    url = f"{drip_server.url}/slow.tar.gz"
+    row = request_layer(post, image, layer, url)
+
+    state, elapsed = timed_run(row.download_id)
+    assert state == "failed"
+    assert elapsed < 2.5
+    row.refresh_from_db()
+    assert re.fullmatch(
+        rf"Download of {re.escape(url)} too slow: [4-7] bytes in 1 s, below the minimum of 100 bytes/s",
+        row.failure_reason,
+    ), row.failure_reason
+
+
+@pytest.mark.django_db
+def test_a_server_that_goes_silent_stalls_out_after_the_rate_window(
+    post: Post, image: str, settings: Settings, drip_server: DripServer
+) -> None:
+    settings.WAVE_LAYER_DOWNLOAD_RATE_WINDOW = 1
+    layer = make_layer({"silent.txt": b"silent\n"})
+    drip_server.serve(head=http_head(len(layer.gzip_bytes)), body=b"", interval=0)
+    url = f"{drip_server.url}/silent.tar.gz"
+    row = request_layer(post, image, layer, url)
+
+    state, elapsed = timed_run(row.download_id)
+    assert state == "failed"
+    assert 1 <= elapsed < 2.5
+    row.refresh_from_db()
+    assert row.failure_reason == f"Download of {url} stalled: no data for 1 s"
+
+
+@pytest.mark.django_db
+def test_reasons_and_logs_never_show_credentials_of_a_layer_url(
+    post: Post, image: str, file_server: FileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = file_server.url.removeprefix("http://")
+    signed = f"http://{host}/private.tar.gz?X-Amz-Signature=deadbeef42&part=1"
+    cases = {
+        f"http://alice:s3cr3t@{host}/private.tar.gz?X-Amz-Signature=deadbeef42&part=1":
+            f"Download of http://REDACTED@{host}/private.tar.gz?X-Amz-Signature=REDACTED&part=1 answered HTTP 404",
+        f"{file_server.url}/redirect?to={signed.replace('&', '%26')}":
+            f"Download of http://{host}/private.tar.gz?X-Amz-Signature=REDACTED&part=1 answered HTTP 404",
+    }  # fmt: skip
+    caplog.set_level("INFO")
+    for number, (url, reason) in enumerate(cases.items()):
+        row = request_layer(post, image, make_layer({f"{number}.txt": b"private\n"}), url)
+        assert layer_download_run(download_pk=row.download_id) == "failed"
+        row.refresh_from_db()
+        assert (row.failure_reason, row.download.failure_reason) == (reason, reason)
+        if number == 0:  # (the second URL carries the signed one in plain sight, as its `to` parameter)
+            assert "s3cr3t" not in caplog.text
+            assert "deadbeef42" not in caplog.text
+            assert f"failed: {reason}" in caplog.text  # logged, redacted
