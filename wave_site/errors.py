@@ -84,6 +84,9 @@ def unexpected_error_message(exc: BaseException) -> str:
 # notice a restart quickly.
 OUTAGE_RETRY_AFTER = 10
 OCI_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+# Distribution-spec error codes for application errors that reach the middleware under /v2/.
+OCI_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 429: "TOOMANYREQUESTS",
+             503: "UNAVAILABLE"}  # fmt: skip
 
 
 def outage_of(exc: BaseException) -> str | None:
@@ -212,7 +215,11 @@ class ErrorIdMiddleware(MiddlewareMixin):
         if store is not None:
             return outage_response(store, request, exception)
         oci = request.path.startswith("/v2/")  # registry clients read the distribution spec's error body
-        if isinstance(exception, RequestDataTooBig):
+        headers: dict[str, str] = {}
+        if isinstance(exception, WaveError):  # e.g. the login throttle on the admin's login form
+            status, message, headers = exception.status_code, exception.message, exception.headers
+            code = OCI_CODES.get(status, "UNKNOWN")
+        elif isinstance(exception, RequestDataTooBig):
             status, code, message = 413, "SIZE_INVALID", request_too_large_message()
         elif isinstance(exception, DisallowedHost):  # a Host header that is no host name, e.g. "a b"
             status, code, message = 400, "UNSUPPORTED", "Invalid Host header"
@@ -222,8 +229,8 @@ class ErrorIdMiddleware(MiddlewareMixin):
             status, code, message = 500, "UNKNOWN", unexpected_error_message(exception)
         if oci:
             body = {"errors": [{"code": code, "message": message, "detail": None}]}
-            return JsonResponse(body, status=status, headers=OCI_HEADERS)
-        return JsonResponse({"message": message}, status=status)
+            return JsonResponse(body, status=status, headers={**headers, **OCI_HEADERS})
+        return JsonResponse({"message": message}, status=status, headers=headers)
 
 
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
