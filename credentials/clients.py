@@ -1,4 +1,8 @@
-"""Construction of the clients that reach registries: one per process, sharing connections and tokens."""
+"""Construction of the clients that reach registries: one per process, sharing connections and tokens.
+
+A caller with credentials of their own (Tower) pulls through `registry_client().for_credentials(lookup)`:
+a view of the same client, so no connection pool or token cache is built per request.
+"""
 
 from __future__ import annotations
 
