@@ -318,11 +318,6 @@ WAVE_ADMIN_PASSWORD = env_str("WAVE_ADMIN_PASSWORD")
 WAVE_LOGIN_MAX_FAILURES = env_int("WAVE_LOGIN_MAX_FAILURES", 10, minimum=1)
 WAVE_LOGIN_FAILURE_WINDOW = env_int("WAVE_LOGIN_FAILURE_WINDOW", 300, minimum=1)
 AUTHENTICATION_BACKENDS = ["wave_site.authentication.ThrottledModelBackend"]
-# Failed operator logins (admin form, API Basic auth) per client address and window; past the maximum, the
-# address gets 429 until the window ends, and no password is checked (wave_site.authentication).
-WAVE_LOGIN_MAX_FAILURES = env_int("WAVE_LOGIN_MAX_FAILURES", 10, minimum=1)
-WAVE_LOGIN_FAILURE_WINDOW = env_int("WAVE_LOGIN_FAILURE_WINDOW", 300, minimum=1)
-AUTHENTICATION_BACKENDS = ["wave_site.authentication.ThrottledModelBackend"]
 
 # --- API and OpenAPI --------------------------------------------------------------------------
 REST_FRAMEWORK = {
