@@ -6,6 +6,7 @@ revoking is the one operation, gated by the change permission.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin, messages
@@ -18,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
@@ -58,6 +60,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 def truncated(text: str, css_class: str = "wave-truncate") -> SafeString:
     """Long names cut to their column by CSS (templates/admin/base_site.html); the whole name on hover."""
     return format_html('<span class="{}" title="{}">{}</span>', css_class, text, text)
+
+
+def short_time(moment: dt.datetime) -> str:
+    """`2026-12-01 14:48` in the site's time zone: a list column, not a sentence."""
+    return date_format(timezone.localtime(moment), "Y-m-d H:i")
 
 
 STATE_BADGE = '<span class="wave-state wave-state-{}">{}</span>'
@@ -126,7 +133,7 @@ class StateFilter(admin.SimpleListFilter):
 @admin.register(ContainerRequest)
 class ContainerRequestAdmin(ReadOnlyAdmin):
     # Fits 1400 px with the filters: the target image is the token plus the source, so it is on the page only.
-    list_display = ("token", "image", "user_display", "created_at", "expires_at", "state")
+    list_display = ("token", "image", "user_display", "created", "expires", "state")
     list_filter = (StateFilter, "api_version", "platform", "created_at")
     search_fields = ("=token", "source_image", "=fingerprint")
     date_hierarchy = "created_at"
@@ -152,6 +159,14 @@ class ContainerRequestAdmin(ReadOnlyAdmin):
     @admin.display(description="user")
     def user_display(self, obj: ContainerRequest) -> SafeString:
         return truncated(obj.user_name or (obj.client_ip or ""), "wave-truncate wave-short")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: ContainerRequest) -> str:
+        return short_time(obj.created_at)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj: ContainerRequest) -> str:
+        return short_time(obj.expires_at)
 
     @admin.display(description="state")
     def state(self, obj: ContainerRequest) -> SafeString:
@@ -207,7 +222,7 @@ LAYER_FIELDS = InjectedLayer._meta.fields
 
 @admin.register(InjectedLayer)
 class InjectedLayerAdmin(ReadOnlyAdmin):
-    list_display = ("gzip_digest", "request", "position", "kind", "gzip_size", "state", "failure_reason")
+    list_display = ("digest", "request_token", "position", "kind", "gzip_size", "state", "reason")
     list_filter = ("state", "kind")
     search_fields = ("=gzip_digest", "=tar_digest", "request__token")
     list_select_related = ("request", "download")
@@ -220,6 +235,19 @@ class InjectedLayerAdmin(ReadOnlyAdmin):
     @admin.display(description="download")
     def download_state(self, obj: InjectedLayer) -> SafeString | str:
         return download_link(obj.download)
+
+    @admin.display(description="gzip digest", ordering="gzip_digest")
+    def digest(self, obj: InjectedLayer) -> SafeString:
+        return truncated(obj.gzip_digest, "wave-truncate wave-digest")
+
+    @admin.display(description="request", ordering="request__token")
+    def request_token(self, obj: InjectedLayer) -> SafeString:
+        url = reverse("admin:requests_app_containerrequest_change", args=[obj.request_id])
+        return format_html('<a href="{}" title="{}">{}</a>', url, obj.request.source_image, obj.request.token)
+
+    @admin.display(description="failure reason")
+    def reason(self, obj: InjectedLayer) -> SafeString:
+        return truncated(obj.failure_reason)
 
 
 @admin.register(LayerDownload)

@@ -118,7 +118,7 @@ def test_changelist_shows_short_columns_and_a_state_badge(operator: Client) -> N
     make_request("aaaaaaaaaaaa", long_image)
     make_request("bbbbbbbbbbbb", "b/revoked:1", revoked_at=timezone.now())
     page = operator.get("/admin/requests_app/containerrequest/").content.decode()
-    assert column_headers(page) == ["token", "image", "user_display", "created_at", "expires_at", "state"]
+    assert column_headers(page) == ["token", "image", "user_display", "created", "expires", "state"]
     assert f'<span class="wave-truncate" title="{long_image}">{long_image}</span>' in page
     assert '<span class="wave-state wave-state-active">active</span>' in page
     assert '<span class="wave-state wave-state-revoked">revoked</span>' in page
