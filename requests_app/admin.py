@@ -16,7 +16,6 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import redirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -194,14 +193,15 @@ class ContainerRequestAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            self.message_user(request, f"No container request with ID {object_id!r}.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:requests_app_containerrequest_changelist"))
         try:
             container_request_revoke(token=obj.token)
         except NotFound:
             self.message_user(request, f"Token {obj.token} was already expired or revoked.", messages.WARNING)
         else:
             self.message_user(request, f"Token {obj.token} revoked: pulls with it are refused.", messages.SUCCESS)
-        return redirect(reverse("admin:requests_app_containerrequest_change", args=[obj.pk]))
+        return HttpResponseRedirect(reverse("admin:requests_app_containerrequest_change", args=[obj.pk]))
 
     @admin.action(description="Revoke the selected tokens", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ContainerRequest]) -> None:

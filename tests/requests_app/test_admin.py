@@ -187,3 +187,9 @@ def test_revoke_needs_the_change_permission(client: Client) -> None:
     assert 'value="revoke"' not in listing  # no revoke action either
     request.refresh_from_db()
     assert request.revoked_at is None
+
+
+def test_revoke_button_of_an_unknown_request_goes_back_to_the_list(operator: Client) -> None:
+    response = operator.post("/admin/requests_app/containerrequest/999999/revoke/", follow=True)
+    assert response.redirect_chain == [("/admin/requests_app/containerrequest/", 302)]
+    assert "No container request with ID &#x27;999999&#x27;." in response.content.decode()
