@@ -80,7 +80,8 @@ def layer_download_enqueue(*, download_pk: int) -> None:
     from requests_app.tasks import layer_download_task
 
     try:
-        layer_download_task.delay(download_pk)
+        # No publishing retries: a request must not wait for a broker that is down; the reaper retries.
+        layer_download_task.apply_async((download_pk,), retry=False)
     except OperationalError as exc:
         logger.warning("layer download %d not sent (%s): the reaper sends it later", download_pk, exc)
 
@@ -175,7 +176,7 @@ def layer_download_run(*, download_pk: int) -> str:
     """
     claim = layer_download_claim(download_pk=download_pk)
     if claim is None:
-        return LayerDownload.objects.filter(pk=download_pk).values_list("state", flat=True).first() or "gone"
+        return _state_of(download_pk)
     download = LayerDownload.objects.get(pk=download_pk)
     shown = redact_url(download.url)
     beat = functools.partial(layer_download_heartbeat, download_pk=download_pk, claim=claim)
@@ -185,7 +186,7 @@ def layer_download_run(*, download_pk: int) -> str:
             _fetch_into_store(download, is_cancelled=lost.is_set)
     except FetchCancelled:
         logger.warning("layer download %d of %s stopped: its claim was taken (presumed dead)", download_pk, shown)
-        return State.RUNNING
+        return _state_of(download_pk)
     except LayerFetchError as exc:
         state, reason = State.FAILED, str(exc)
     except SoftTimeLimitExceeded:
@@ -196,6 +197,10 @@ def layer_download_run(*, download_pk: int) -> str:
         logger.warning("layer download %d of %s failed: %s", download_pk, shown, reason)
     layer_download_finish(download_pk=download_pk, claim=claim, state=state, reason=reason)
     return state
+
+
+def _state_of(download_pk: int) -> str:
+    return LayerDownload.objects.filter(pk=download_pk).values_list("state", flat=True).first() or "gone"
 
 
 def _fetch_into_store(download: LayerDownload, *, is_cancelled: Callable[[], bool]) -> None:

@@ -6,29 +6,35 @@ from __future__ import annotations
 import datetime as dt
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from requests_app.downloads import (
     layer_download_claim,
+    layer_download_create_or_join,
     layer_download_enqueue,
     layer_download_finish,
     layer_download_heartbeat,
     layer_download_reap,
     layer_download_run,
 )
-from requests_app.models import InjectedLayer, LayerDownload
+from requests_app.models import ContainerRequest, InjectedLayer, LayerDownload
 from tests.requests_app.conftest import Post
 from tests.support.http_files import FileServer
 from tests.support.layers import Layer, make_layer
+from tests.support.service import REPO
+from tests.support.worker import worker_environment
 from wave_site.blobstore import blob_key, blob_read
 
 Capture = Callable[..., object]
@@ -160,6 +166,112 @@ def test_a_ready_download_whose_blob_is_gone_is_downloaded_again(
     assert blob_read(blob_key(layer.gzip_digest)) == layer.gzip_bytes
 
 
+def in_thread(target: Callable[[], object]) -> threading.Thread:
+    """Run `target` in a thread with its own database connection, closed at the end."""
+
+    def run() -> None:
+        try:
+            target()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+FETCHED = {"url": "https://e.org/race.tgz", "gzip_size": 10, "gzip_digest": "sha256:" + "3" * 64,
+           "tar_digest": "sha256:" + "4" * 64}  # fmt: skip
+
+
+def store_joined_layer(token: str, download: LayerDownload) -> None:
+    request = ContainerRequest.objects.create(
+        token=token, source_image="docker.io/library/busybox:latest", target_image="x",
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )  # fmt: skip
+    InjectedLayer.objects.create(request=request, position=0, kind="http", download=download,
+                                 state="ready" if download.state == "ready" else "pending", **FETCHED)  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_for_a_new_layer_create_one_download() -> None:
+    first_inside, release_first = threading.Event(), threading.Event()
+    joined: list[int] = []
+
+    def first() -> None:
+        with transaction.atomic():
+            download = layer_download_create_or_join(**FETCHED, is_blob_stored=False)
+            store_joined_layer("00000000000a", download)
+            first_inside.set()
+            release_first.wait(10)
+        joined.append(download.pk)
+
+    def second() -> None:
+        with transaction.atomic():  # waits on the unique index until the first commits, then joins its row
+            download = layer_download_create_or_join(**FETCHED, is_blob_stored=False)
+            store_joined_layer("00000000000b", download)
+        joined.append(download.pk)
+
+    threads = [in_thread(first)]
+    assert first_inside.wait(10)
+    threads.append(in_thread(second))
+    time.sleep(0.3)
+    assert joined == []  # the second waits for the first
+    release_first.set()
+    for thread in threads:
+        thread.join(10)
+
+    download = LayerDownload.objects.get()
+    assert joined == [download.pk, download.pk]
+    assert sorted(InjectedLayer.objects.values_list("download_id", "state")) == [(download.pk, "pending")] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_layer_joining_a_download_as_it_finishes_is_settled_with_it() -> None:
+    with transaction.atomic():
+        download = layer_download_create_or_join(**FETCHED, is_blob_stored=False)
+    claim = layer_download_claim(download_pk=download.pk)
+    assert claim is not None
+    joining, release_request = threading.Event(), threading.Event()
+    finished: list[bool] = []
+
+    def request() -> None:  # a request joining the running download, its transaction still open
+        with transaction.atomic():
+            store_joined_layer("00000000000c", layer_download_create_or_join(**FETCHED, is_blob_stored=False))
+            joining.set()
+            release_request.wait(10)
+
+    threads = [in_thread(request)]
+    assert joining.wait(10)
+    threads.append(in_thread(lambda: finished.append(
+        layer_download_finish(download_pk=download.pk, claim=claim, state="failed", reason="HTTP 404")
+    )))  # fmt: skip
+    time.sleep(0.3)
+    assert finished == []  # the finish waits for the joining request to commit
+    release_request.set()
+    for thread in threads:
+        thread.join(10)
+
+    assert finished == [True]
+    layer = InjectedLayer.objects.get()
+    assert (layer.state, layer.failure_reason, layer.download_id) == ("failed", "HTTP 404", download.pk)
+
+
+def test_a_broker_that_is_down_loses_nothing_at_enqueue(tmp_path: Path) -> None:
+    env = worker_environment(database_url=None, redis_url="redis://127.0.0.1:9/0", data_dir=tmp_path,
+                             ssrf_allow="")  # fmt: skip
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from requests_app.downloads import layer_download_enqueue\nlayer_download_enqueue(download_pk=7)"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 20  # no publishing retries
+    assert "layer download 7 not sent (Error 111 connecting to 127.0.0.1:9. Connection refused.): " \
+        "the reaper sends it later" in result.stderr  # fmt: skip
+
+
 # --- Claim, heartbeat, finish ---------------------------------------------------------------------
 
 
@@ -230,7 +342,7 @@ def test_a_worker_whose_claim_was_taken_stops_without_writing(
     assert layer_download_reap(now=later).requeued == 1
     worker.join(timeout=10)
 
-    assert outcome == ["running"]  # stopped as soon as a heartbeat found the claim gone
+    assert outcome == ["queued"]  # stopped as soon as a heartbeat found the claim gone
     download = LayerDownload.objects.get()
     assert (download.state, download.claimed_by, download.failure_reason, download.finished_at) == (
         "queued",
