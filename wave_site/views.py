@@ -10,14 +10,17 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from wave_site.config import commit_id
 from wave_site.health import run_checks
-from wave_site.serializers import HealthSerializer, ServiceInfoSerializer
+from wave_site.serializers import ErrorMessageSerializer, HealthSerializer, ServiceInfoSerializer
 
+# Any endpoint may answer this (wave_site.errors): documented so that the schema names every answer.
+UNEXPECTED_ERROR = OpenApiResponse(ErrorMessageSerializer, description="Unexpected error; `message` holds an error ID.")
 FAVICON = Path(__file__).resolve().parent / "static" / "wave_site" / "favicon.ico"
 
 
@@ -49,7 +52,7 @@ class ServiceInfoView(APIView):
     @extend_schema(
         operation_id="service_info",
         summary="Service version and commit",
-        responses={200: ServiceInfoSerializer},
+        responses={200: ServiceInfoSerializer, 500: UNEXPECTED_ERROR},
         examples=[
             OpenApiExample(
                 "service info",
@@ -60,7 +63,7 @@ class ServiceInfoView(APIView):
         tags=["service"],
     )
     def get(self, request: Request) -> Response:
-        return Response({"serviceInfo": {"version": settings.WAVE_VERSION, "commitId": settings.WAVE_COMMIT_ID}})
+        return Response({"serviceInfo": {"version": settings.WAVE_VERSION, "commitId": commit_id()}})
 
 
 class HealthView(APIView):
@@ -70,7 +73,29 @@ class HealthView(APIView):
         operation_id="health",
         summary="State of the database, cache, broker and default build registry",
         description="200 when every part is up; 503 with `message` naming the failing parts otherwise.",
-        responses={200: HealthSerializer, 503: HealthSerializer},
+        responses={
+            200: HealthSerializer,
+            503: OpenApiResponse(HealthSerializer, description="Some part is down: `message` names which."),
+            500: UNEXPECTED_ERROR,
+        },
+        examples=[
+            OpenApiExample(
+                "down",
+                status_codes=["503"],
+                response_only=True,
+                value={
+                    "status": "DOWN",
+                    "message": "Unhealthy: registry: connection refused or unreachable",
+                    "checks": {
+                        "database": {"status": "UP", "detail": "postgresql"},
+                        "cache": {"status": "UP", "detail": "RedisCache"},
+                        "broker": {"status": "UP", "detail": "redis"},
+                        "registry": {"status": "DOWN", "detail": "connection refused or unreachable"},
+                        "blobs": {"status": "UP", "detail": "filesystem"},
+                    },
+                },
+            )
+        ],
         tags=["service"],
     )
     def get(self, request: Request) -> Response:

@@ -149,3 +149,14 @@ def test_expected_refusal_filter_keeps_real_server_errors_at_error() -> None:
     assert (refused.levelno, refused.levelname) == (logging.WARNING, "WARNING")
     assert ExpectedRefusalFilter().filter(failed) is True
     assert (failed.levelno, failed.levelname) == (logging.ERROR, "ERROR")
+
+
+@pytest.mark.parametrize(("path", "statuses"), [("/service-info", ["200", "500"]), ("/health", ["200", "500", "503"])])
+def test_service_endpoints_document_every_answer(client: Client, path: str, statuses: list[str]) -> None:
+    responses = client.get("/openapi/?format=json").json()["paths"][path]["get"]["responses"]
+    assert sorted(responses) == statuses
+    assert responses["500"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorMessage"}
+    if path == "/health":
+        down = responses["503"]["content"]["application/json"]
+        assert down["schema"] == {"$ref": "#/components/schemas/Health"}
+        assert down["examples"]["Down"]["value"]["status"] == "DOWN"
