@@ -166,11 +166,15 @@ class ContainerTokenDetailView(APIView):
             200: OpenApiResponse(description="Revoked."),
             401: OpenApiResponse(ErrorMessageSerializer, description="No credentials."),
             403: OpenApiResponse(ErrorMessageSerializer, description="Not an operator."),
+            429: OpenApiResponse(
+                ErrorMessageSerializer, description="Too many failed logins from this address; see `Retry-After`."
+            ),
             **NOT_FOUND,
         },
         examples=[
             error_example("no credentials", 401, "Authentication credentials were not provided."),
             error_example("not an operator", 403, "You do not have permission to perform this action."),
+            error_example("failed logins", 429, "Too many failed logins from this address - retry in 60 seconds"),
             NOT_FOUND_EXAMPLE,
             *SERVICE_ERROR_EXAMPLES,
         ],

@@ -62,7 +62,7 @@ def test_every_answer_of_the_container_api_is_documented(schema: dict[str, Any])
         "container_token_create": {"200", "400", "413", "415", "429", "500", "501", "503"},
         "container_create_v2": {"200", "400", "413", "415", "429", "500", "501", "503"},
         "container_token_describe": {"200", "404", "500", "503"},
-        "container_token_revoke": {"200", "401", "403", "404", "500", "503"},
+        "container_token_revoke": {"200", "401", "403", "404", "429", "500", "503"},
         "container_describe_v2": {"200", "404", "500", "503"},
         "container_status_v2": {"200", "404", "500", "503"},
     }
