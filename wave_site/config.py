@@ -1,4 +1,4 @@
-"""Typed readers for environment variables.
+"""Typed readers for environment variables, and the service's commit id.
 
 Each helper names the variable it reads in the error it raises, so that a bad setting stops the
 process at start with a message an operator can act on.
@@ -6,7 +6,9 @@ process at start with a message an operator can act on.
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 from collections.abc import Mapping
 from typing import overload
 from urllib.parse import urlsplit
@@ -109,3 +111,21 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def commit_id() -> str:
+    """WAVE_COMMIT_ID, else the checkout's commit, asked of git once per process when first needed."""
+    from django.conf import settings
+
+    return settings.WAVE_COMMIT_ID or _git_commit(str(settings.BASE_DIR))
+
+
+@functools.cache
+def _git_commit(checkout: str) -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"

@@ -1,8 +1,8 @@
 """The service's own secrets: the Django secret key and the key that encrypts secrets at rest.
 
 Both derive from one master secret, `WAVE_SECRET_KEY`, or from a random one generated into the data
-dir on first run. Derivation keeps them independent: knowing the Django signing key reveals nothing
-about the encryption key.
+dir on first run, by whichever process starts first (settings read it, and write it only when missing).
+Derivation keeps them independent: knowing the Django signing key reveals nothing about the encryption key.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def master_secret(*, configured: str | None, data_dir: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the first start: a private data dir
     generated = secrets.token_urlsafe(48)
     # Write a private temp file, then link it into place: link fails if the file exists, so when
     # several processes start together exactly one secret wins and nobody reads a half-written file.

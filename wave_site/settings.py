@@ -6,7 +6,6 @@ raises ImproperlyConfigured naming the variable, and `manage.py` turns that into
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from wave_site import __version__
 from wave_site.config import env_bool, env_int, env_list, env_str, env_url
+from wave_site.datadir import embedded_broker_folders
 from wave_site.keys import fernet_key, master_secret
 from wave_site.storage import s3_blob_storage
 
@@ -24,31 +24,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 WAVE_VERSION = __version__
 
 
-def _git_commit() -> str:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short=10", "HEAD"],
-            cwd=BASE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
-
-
-WAVE_COMMIT_ID = env_str("WAVE_COMMIT_ID") or _git_commit()
+# The configured commit; when unset, `wave_site.config.commit_id()` asks git once, when first shown.
+WAVE_COMMIT_ID = env_str("WAVE_COMMIT_ID")
 
 # --- Local state ------------------------------------------------------------------------------
+# Made private (0700) with its folders by `manage.py` (wave_site.datadir); importing settings creates nothing,
+# except the generated secret key (and so the folder) on a first start without WAVE_SECRET_KEY.
 DATA_DIR = Path(env_str("WAVE_DATA_DIR") or BASE_DIR / ".wave").expanduser().resolve()
 try:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _MASTER_SECRET = master_secret(configured=env_str("WAVE_SECRET_KEY"), data_dir=DATA_DIR)
 except OSError as exc:
-    raise ImproperlyConfigured(f"WAVE_DATA_DIR {str(DATA_DIR)!r} cannot be created: {exc.strerror}") from None
-
-_MASTER_SECRET = master_secret(configured=env_str("WAVE_SECRET_KEY"), data_dir=DATA_DIR)
+    raise ImproperlyConfigured(f"WAVE_DATA_DIR {str(DATA_DIR)!r} cannot hold the secret key: {exc.strerror}") from None
 SECRET_KEY = _MASTER_SECRET
 SECRETS_ENCRYPTION_KEY = fernet_key(_MASTER_SECRET)
 
@@ -185,16 +171,10 @@ else:
             "LOCATION": str(DATA_DIR / "cache"),
         }
     }
-    _broker_dir = DATA_DIR / "broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
+        **{name: str(folder) for name, folder in embedded_broker_folders(DATA_DIR).items()},
         "store_processed": False,
-        "control_folder": str(_broker_dir / "control"),
     }
 
 # --- Celery (wave_site/celery.py reads the CELERY_ names) -------------------------------------
@@ -258,6 +238,9 @@ else:
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": DATA_DIR / "blobs"},
     }
+# Blobs on the filesystem are the service's alone, whatever the umask of the process writing them.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STORAGES = {
     "default": _blob_storage,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

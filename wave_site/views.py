@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from wave_site.config import commit_id
 from wave_site.health import run_checks
 from wave_site.serializers import ErrorMessageSerializer, HealthSerializer, ServiceInfoSerializer
 
@@ -62,7 +63,7 @@ class ServiceInfoView(APIView):
         tags=["service"],
     )
     def get(self, request: Request) -> Response:
-        return Response({"serviceInfo": {"version": settings.WAVE_VERSION, "commitId": settings.WAVE_COMMIT_ID}})
+        return Response({"serviceInfo": {"version": settings.WAVE_VERSION, "commitId": commit_id()}})
 
 
 class HealthView(APIView):

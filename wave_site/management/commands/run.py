@@ -22,6 +22,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from wave_site.celery import QUEUES
+from wave_site.config import commit_id
 from wave_site.process_manager import ServiceManager
 
 
@@ -102,7 +103,7 @@ class Command(BaseCommand):
             {
                 "DJANGO_SETTINGS_MODULE": "wave_site.settings",
                 "WAVE_DATA_DIR": str(data_dir),
-                "WAVE_COMMIT_ID": settings.WAVE_COMMIT_ID,
+                "WAVE_COMMIT_ID": commit_id(),  # asked of git once, here, for every process
                 "PYTHONUNBUFFERED": "1",
                 # Few malloc arenas: streaming threads otherwise each grow their own, inflating RSS.
                 "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
