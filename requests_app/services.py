@@ -28,7 +28,7 @@ from requests_app.oci.tokens import token_mark_revoked
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.selectors import layer_download_verified
 from requests_app.specs import ContainerRequestSpec, RequestedLayer
-from requests_app.upstream import upstream_digest, upstream_platform_check
+from requests_app.upstream import upstream_check
 from wave_site.blobstore import blob_key, blob_store_put
 from wave_site.errors import BadRequest, NotFound, ServiceUnavailable, WaveError
 
@@ -118,14 +118,13 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
     ref = spec.image
     assert ref is not None  # a request that is not a build names an image
     layers = _layer_specs(spec.config.layers)
-    source_digest = upstream_digest(ref, shown_name=spec.image_name)
-    if spec.is_platform_named or not spec.config.is_empty:
-        # Unchanged images are served as they are: only a named platform, or one the proxy must pick
-        # from an index to augment it, needs to exist upstream.
-        upstream_platform_check(
-            ref, digest=ref.digest or source_digest, platform=spec.platform, shown_name=spec.image_name,
-            named=spec.is_platform_named,
-        )  # fmt: skip
+    # Unchanged images are served as they are: only a named platform, or one the proxy must pick from an
+    # index to augment the image, has to exist upstream.
+    is_platform_checked = spec.is_platform_named or not spec.config.is_empty
+    source_digest = upstream_check(
+        ref, shown_name=spec.image_name, platform=spec.platform if is_platform_checked else None,
+        named=spec.is_platform_named,
+    )  # fmt: skip
     if spec.dry_run:
         return Accepted(request=None, source=ref)
 

@@ -6,7 +6,6 @@ never read the request body.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +65,11 @@ class BuildSpec:
     container_file: str | None = None
     conda_file: str | None = None
     spack_file: str | None = None
-    packages: Mapping[str, Any] | None = None
+    packages: Any = None  # JSON as sent; the builds issue gives it a shape
     build_repository: str | None = None
     cache_repository: str | None = None
     name_strategy: str | None = None
-    build_context: Mapping[str, Any] | None = None
+    build_context: Any = None  # JSON as sent
     format: str | None = None
     workflow_id: str | None = None
     freeze: bool = False

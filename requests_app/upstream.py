@@ -2,7 +2,8 @@
 
 The digest comes from a HEAD with the resolved credentials, cached briefly (a tag moves). An index names
 its entries' platforms; a single image's platform is in its config blob. Both are fetched with the same
-client and cached by manifest digest: a digest names immutable content, so that answer never changes.
+client; the platforms are cached with the manifest digest they describe (content that never changes),
+so they are fetched again only when the tag moved.
 """
 
 from __future__ import annotations
@@ -42,20 +43,9 @@ def _upstream_errors(shown_name: str) -> Iterator[None]:
         raise ServiceUnavailable(exc.message) from None
 
 
-def upstream_digest(ref: ImageReference, *, shown_name: str) -> str:
-    """The source manifest's digest (HEAD upstream with the resolved credentials), cached briefly."""
-    key = upstream_check_key(ref, identity=registry_client().identity(ref.registry))
-    cached = shared_cache().get(key)
-    if isinstance(cached, str):
-        return cached
-    with _upstream_errors(shown_name):
-        info = registry_client().head_manifest(ref)
-    shared_cache().set(key, info.digest, settings.WAVE_UPSTREAM_CACHE_TTL)
-    return info.digest
-
-
-def platforms_key(ref: ImageReference, digest: str) -> str:
-    return f"wave:upstream:platforms:{ref.registry}/{ref.repository}@{digest}"
+def platforms_key(ref: ImageReference, *, identity: str) -> str:
+    """Cache key of the platforms the source offers: `(manifest digest, is an index, platforms)`."""
+    return f"wave:upstream:platforms:{ref}:{identity}"
 
 
 def _platform_of(value: object) -> dict[str, str] | None:
@@ -110,32 +100,42 @@ def _fetch_platforms(ref: ImageReference, digest: str) -> tuple[bool, list[dict[
     return False, [platform] if platform is not None else []
 
 
-def upstream_platforms(ref: ImageReference, *, digest: str, shown_name: str) -> tuple[bool, list[dict[str, str]]]:
-    """(is an index, its platforms) for the manifest `digest` of `ref`, cached; upstream failures as the
-    upstream check words them."""
-    key = platforms_key(ref, digest)
-    cached = shared_cache().get(key)
-    if isinstance(cached, tuple):
-        return cached
+def _offered_platforms(ref: ImageReference, digest: str, cached: object, *, key: str, shown_name: str
+                       ) -> tuple[bool, list[dict[str, str]]]:  # fmt: skip
+    """(is an index, its platforms) of the manifest `digest`: the cached answer when it is about that digest."""
+    if isinstance(cached, tuple) and len(cached) == 3 and cached[0] == digest:
+        return cached[1], cached[2]
     with _upstream_errors(shown_name):
-        found = _fetch_platforms(ref, digest)
-    shared_cache().set(key, found, settings.WAVE_TOKEN_TTL)
-    return found
+        is_index, platforms = _fetch_platforms(ref, digest)
+    shared_cache().set(key, (digest, is_index, platforms), settings.WAVE_TOKEN_TTL)
+    return is_index, platforms
 
 
-def upstream_platform_check(
-    ref: ImageReference, *, digest: str, platform: Platform, shown_name: str, named: bool
-) -> None:
-    """Refuse a platform the image does not offer, naming those it does.
+def upstream_check(ref: ImageReference, *, shown_name: str, platform: Platform | None, named: bool = False) -> str:
+    """The source manifest's digest (HEAD upstream with the resolved credentials, cached briefly: a tag
+    moves); with `platform`, refuse one the image does not offer, naming those it does.
 
-    A platform the client did not name is only checked against an index (the proxy must find it there
-    to augment); a single image is served as it is. Images whose documents name no platform pass.
+    A platform the client did not name (`named` false) is only checked against an index (the proxy must
+    find it there to augment); a single image is served as it is. Images whose documents name no platform
+    pass. A cached answer costs one cache round trip, both keys read at once.
     """
-    is_index, platforms = upstream_platforms(ref, digest=digest, shown_name=shown_name)
-    if not platforms or (not named and not is_index):
-        return
-    if any(platform.matches(offered) for offered in platforms):
-        return
+    identity = registry_client().identity(ref.registry)
+    digest_key = upstream_check_key(ref, identity=identity)
+    offered_key = platforms_key(ref, identity=identity)
+    cached = shared_cache().get_many([digest_key, offered_key] if platform is not None else [digest_key])
+    digest = cached.get(digest_key)
+    if not isinstance(digest, str):
+        with _upstream_errors(shown_name):
+            digest = registry_client().head_manifest(ref).digest
+        shared_cache().set(digest_key, digest, settings.WAVE_UPSTREAM_CACHE_TTL)
+    if platform is None:
+        return digest
+    manifest_digest = ref.digest or digest
+    is_index, platforms = _offered_platforms(
+        ref, manifest_digest, cached.get(offered_key), key=offered_key, shown_name=shown_name
+    )
+    if not platforms or (not named and not is_index) or any(platform.matches(offered) for offered in platforms):
+        return digest
     names = ", ".join(dict.fromkeys(platform_name(offered) for offered in platforms))
     raise BadRequest(
         f"Container image '{shown_name}' is not available for platform '{platform}' - available platforms: {names}"

@@ -141,7 +141,7 @@ def test_an_index_must_offer_the_default_platform_to_be_augmented(
     assert post({"containerImage": reference}).status_code == 200  # served unchanged: the runtime picks
 
 
-def test_upstream_platforms_are_cached_by_digest(builder: Builder, busybox_image_id: str, post: Post) -> None:
+def test_upstream_platforms_are_cached(builder: Builder, busybox_image_id: str, post: Post) -> None:
     registry = start_registry(ANONYMOUS)
     try:
         reference = f"{registry.host}/library/busybox:platforms"
@@ -154,3 +154,15 @@ def test_upstream_platforms_are_cached_by_digest(builder: Builder, busybox_image
     refused = post({"containerImage": reference, "containerPlatform": "linux/arm64"})
     assert refused.json()["message"].endswith("available platforms: linux/amd64")
 
+
+def test_platforms_are_fetched_again_when_the_tag_moves(
+    builder: Builder, anonymous_image: PushedImage, post: Post, settings: Settings
+) -> None:
+    settings.WAVE_UPSTREAM_CACHE_TTL = 0  # every request asks which manifest the tag names now
+    reference = f"{anonymous_image.registry.host}/library/busybox-moving:latest"
+    builder.push(builder.busybox_image(arch="amd64"), reference)
+    body = {"containerImage": reference, "containerPlatform": "linux/arm64"}
+    assert_platform_refused(post(body), reference, "linux/arm64", "linux/amd64")
+    builder.push_index({arch: builder.busybox_image(arch=arch) for arch in ("amd64", "arm64")}, reference)
+    accepted = post(body)
+    assert accepted.status_code == 200, accepted.content
