@@ -1,7 +1,16 @@
 from __future__ import annotations
 
-from django.conf import settings
+import os
+import signal
+import time
 
+import pytest
+import redis
+from celery import Celery
+from django.conf import settings
+from kombu.exceptions import OperationalError
+
+from tests.support.servers import start_private_redis
 from wave_site.celery import QUEUES, app
 
 
@@ -35,3 +44,33 @@ def test_celery_uses_redis_when_configured() -> None:
     assert app.conf.broker_url == settings.REDIS_URL
     assert settings.REDIS_URL.startswith("redis://")
     assert app.conf.beat_schedule["purge-expired-container-requests"]["task"] == "requests_app.container_request_purge"
+
+
+@pytest.mark.parametrize("how", ["stop", "hang"])
+def test_publishing_to_a_broker_that_is_down_or_hung_fails_within_seconds(how: str) -> None:
+    """An enqueue on the request path gives up quickly (the caller leaves its row queued for the reaper)."""
+    publisher = Celery("publish-test")
+    publisher.config_from_object("django.conf:settings", namespace="CELERY")
+    with start_private_redis() as broker:
+        publisher.conf.broker_url = broker.url
+        publisher.send_task("requests_app.layer_download", args=[1])  # a pooled connection, as in a web process
+        assert broker.process is not None
+        if how == "stop":
+            broker.stop()
+        else:
+            os.kill(broker.process.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+        try:
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                publisher.send_task("requests_app.layer_download", args=[1])
+            assert time.monotonic() - started < 3.5  # before the fix: forever when hung
+        finally:
+            if how == "hang":
+                os.kill(broker.process.pid, signal.SIGCONT)
+        broker.start()  # a new, empty Redis after a stop; the same one, resumed, after a hang
+        queue = redis.Redis.from_url(broker.url)
+        before = queue.llen("layers")  # after a hang, the timed-out message may still have landed
+        publisher.send_task("requests_app.layer_download", args=[1])  # the publisher reconnects by itself
+        assert queue.llen("layers") == before + 1
+        queue.close()
+    publisher.close()
