@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from pytest_django.fixtures import Settings
 from requests_app.models import ContainerRequest
 from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
+from tests.support.fake_registry import OCI_INDEX, OCI_MANIFEST, FakeRegistry
 from tests.support.images import Builder
 from tests.support.registry import ANONYMOUS, start_registry
 
@@ -166,3 +168,51 @@ def test_platforms_are_fetched_again_when_the_tag_moves(
     builder.push_index({arch: builder.busybox_image(arch=arch) for arch in ("amd64", "arm64")}, reference)
     accepted = post(body)
     assert accepted.status_code == 200, accepted.content
+
+
+@pytest.fixture
+def fake_registry() -> Iterator[FakeRegistry]:
+    registry = FakeRegistry().start()
+    yield registry
+    registry.stop()
+
+
+def test_index_entries_without_a_platform_of_an_image_are_not_offered(post: Post, fake_registry: FakeRegistry) -> None:
+    amd64 = fake_registry.image("library/app", "amd64")
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": amd64,
+                "size": 1,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
+            {"mediaType": OCI_MANIFEST, "digest": amd64, "size": 1, "platform": "linux/arm64"},  # not an object
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": amd64,
+                "size": 1,
+                "platform": {"os": "unknown", "architecture": "unknown"},
+            },
+            {"mediaType": OCI_MANIFEST, "digest": amd64, "size": 1},
+        ],
+    }
+    fake_registry.put_manifest("library/app", "v1", index, OCI_INDEX)
+    image = f"{fake_registry.host}/library/app:v1"
+    assert_platform_refused(
+        post({"containerImage": image, "containerPlatform": "arm64"}), image, "linux/arm64", "linux/amd64"
+    )
+    assert post({"containerImage": image, "containerPlatform": "amd64"}).status_code == 200
+
+
+def test_documents_that_name_no_platform_are_not_checked(post: Post, fake_registry: FakeRegistry) -> None:
+    fake_registry.put_manifest("library/odd", "index", {"schemaVersion": 2, "manifests": "none"}, OCI_INDEX)
+    fake_registry.put_manifest("library/odd", "image", b"not json at all", OCI_MANIFEST)
+    fake_registry.image("library/odd", "traversal", config_digest="../../../../etc/passwd")
+    for tag in ("index", "image", "traversal"):
+        response = post({"containerImage": f"{fake_registry.host}/library/odd:{tag}", "containerPlatform": "arm64"})
+        assert response.status_code == 200, (tag, response.content)
+    assert ("GET", "/etc/passwd") not in fake_registry.requests
+    assert not [path for _method, path in fake_registry.requests if "passwd" in path]
