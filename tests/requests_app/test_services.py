@@ -13,7 +13,8 @@ from pytest_django.fixtures import Settings
 from credentials.callers import Caller
 from registry.platform import Platform, parse_platform
 from registry.reference import parse_image
-from requests_app.models import ContainerRequest, InjectedLayer
+from requests_app.models import ContainerRequest, InjectedLayer, LayerDownload
+from requests_app.oci.tokens import revoked_key
 from requests_app.services import (
     BuildsUnavailable,
     container_request_create,
@@ -106,8 +107,25 @@ def test_create_stores_the_spec_and_enqueues_one_download_per_remote_layer(
         (0, "data", "ready"),
         (1, "http", "pending"),
     ]
+    download = LayerDownload.objects.get()
+    assert (download.url, download.gzip_digest, download.state) == (remote.location, remote.gzip_digest, "queued")
+    assert stored.layers.get(position=1).download_id == download.pk
     # Enqueued only once the transaction committed: one download, for the remote layer only.
     assert len(callbacks) == 1
+
+
+def test_a_second_request_for_the_same_layer_joins_its_download(
+    anonymous_image: PushedImage, django_capture_on_commit_callbacks: Capture
+) -> None:
+    config = ContainerConfigSpec(layers=(remote_layer("shared"),))
+    container_request_create(spec=spec_for(anonymous_image.reference, config=config), caller=CALLER)
+    with django_capture_on_commit_callbacks() as callbacks:
+        second = container_request_create(spec=spec_for(anonymous_image.reference, config=config), caller=CALLER)
+    assert second.request is not None
+    download = LayerDownload.objects.get()
+    assert InjectedLayer.objects.filter(download=download).count() == 2
+    assert second.request.layers.get().state == "pending"
+    assert callbacks == []  # the first request's download is still queued: nothing more to send
 
 
 def test_dry_run_checks_upstream_and_stores_nothing(
@@ -121,6 +139,7 @@ def test_dry_run_checks_upstream_and_stores_nothing(
     assert accepted.succeeded is None
     assert str(accepted.source) == f"{anonymous_image.registry.host}/library/busybox:latest"
     assert (ContainerRequest.objects.count(), InjectedLayer.objects.count(), callbacks) == (0, 0, [])
+    assert not LayerDownload.objects.exists()
 
 
 def test_dry_run_of_a_missing_image_is_refused(anonymous_image: PushedImage) -> None:
@@ -150,6 +169,7 @@ def test_a_refused_layer_host_stores_nothing(
         container_request_create(spec=spec_for(anonymous_image.reference, config=config), caller=CALLER)
     assert error.value.message.startswith("Destination '169.254.169.254' is not allowed")
     assert (ContainerRequest.objects.count(), InjectedLayer.objects.count(), callbacks) == (0, 0, [])
+    assert not LayerDownload.objects.exists()
 
 
 def test_a_platform_the_image_lacks_stores_nothing(
@@ -181,7 +201,7 @@ def test_revoke_marks_the_request_and_the_cache() -> None:
     assert revoked.pk == request.pk
     assert revoked.revoked_at is not None
     assert ContainerRequest.objects.get(pk=request.pk).revoked_at == revoked.revoked_at
-    assert shared_cache().get(f"wave:revoked:{request.token}") == 1
+    assert shared_cache().get(revoked_key(request.token)) is not None
 
 
 @pytest.mark.parametrize("state", ["unknown", "expired", "revoked"])
