@@ -189,13 +189,14 @@ def layer_download_run(*, download_pk: int) -> str:
         return _state_of(download_pk)
     except LayerFetchError as exc:
         state, reason = State.FAILED, str(exc)
-    except SoftTimeLimitExceeded:
-        state, reason = State.FAILED, f"Layer download did not finish within {settings.WAVE_LAYER_DOWNLOAD_TIMEOUT} s"
+    except SoftTimeLimitExceeded:  # the fetch has its own deadline: the blob store hung
+        state, reason = State.FAILED, "Layer download did not finish in time: the blob store did not answer"
     except Exception as exc:  # noqa: BLE001 - a claimed download must end with a reason; the traceback goes to the log
         state, reason = State.FAILED, f"Layer download failed: {unexpected_error_message(exc)}"
     if state == State.FAILED:
         logger.warning("layer download %d of %s failed: %s", download_pk, shown, reason)
-    layer_download_finish(download_pk=download_pk, claim=claim, state=state, reason=reason)
+    if not layer_download_finish(download_pk=download_pk, claim=claim, state=state, reason=reason):
+        return _state_of(download_pk)  # the claim was taken at the last moment: the new holder finishes
     return state
 
 

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 DOWNLOAD_TIMEOUT = 20
 FAST_RECOVERY = {
     "WAVE_LAYER_DOWNLOAD_HEARTBEAT": "1",
-    "WAVE_LAYER_DOWNLOAD_STALE_AFTER": "3",
+    "WAVE_LAYER_DOWNLOAD_STALE_AFTER": "5",
     "WAVE_LAYER_REAP_INTERVAL": "1",
     "WAVE_LAYER_DOWNLOAD_TIMEOUT": str(DOWNLOAD_TIMEOUT),
 }
