@@ -98,3 +98,26 @@ def test_a_dry_run_answers_with_the_source_only() -> None:
 def test_instants_are_utc_with_milliseconds() -> None:
     moment = dt.datetime(2026, 11, 27, 12, 0, 0, 987654, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert instant(moment) == "2026-11-27T10:00:00.987Z"
+
+
+def answer(n: int) -> dict[str, object]:
+    request = ContainerRequest(
+        token=f"{n:012x}",
+        source_image=f"docker.io/library/image{n}:latest",
+        target_image=f"localhost:9090/wt/{n:012x}/library/image{n}:latest",
+        build_id="" if n % 2 else f"bd-{n}",
+        expires_at=dt.datetime(2026, 11, 28, tzinfo=dt.UTC) + dt.timedelta(milliseconds=n),
+    )
+    return ContainerTokenV2ResponseSerializer(Accepted(request=request, source=parse_image(f"image{n}"))).data
+
+
+def test_concurrent_answers_keep_their_own_values() -> None:
+    # Output fields are bound once per serializer class and shared: rendering must not keep state in them.
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(answer, range(400)))
+    for n, data in enumerate(results):
+        assert data["containerToken"] == f"{n:012x}"
+        assert data["containerImage"] == f"docker.io/library/image{n}:latest"
+        assert data["expiration"] == f"2026-11-28T00:00:00.{n:03d}Z"
+        assert data.get("buildId") == (None if n % 2 else f"bd-{n}")
+        assert data["succeeded"] is bool(n % 2)
