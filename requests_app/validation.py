@@ -23,7 +23,7 @@ from registry.reference import ImageReference, InvalidReferenceError, parse_imag
 from requests_app.models import ContainerRequest
 from requests_app.specs import BuildSpec, ContainerConfigSpec, ContainerRequestSpec, RequestedLayer, TowerSpec
 from wave_site.errors import BadRequest
-from wave_site.redact import redact_url
+from wave_site.redact import REDACTED, redact_url
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 FORBIDDEN_CONTAINER_FILE_PATHS = ("/.docker/config.json", "/kaniko")
@@ -42,6 +42,17 @@ def decode_base64(value: str, attribute: str) -> bytes:
     if base64.b64encode(decoded).decode() != value:
         raise invalid
     return decoded
+
+
+def shown_name(value: str) -> str:
+    """An image or repository name as messages echo it: credentials someone wrote into it (a URL's user
+    info or signatures, a `user:pass@host/...` prefix) are redacted; anything else is shown as sent."""
+    if "://" in value:
+        return redact_url(value)
+    host, slash, path = value.partition("/")
+    if "@" in host:  # `user:pass@quay.io/...`; a digest's `@` comes after the first `/`
+        return f"{REDACTED}@{host.rpartition('@')[2]}{slash}{path}"
+    return value
 
 
 def is_build_request(data: Mapping[str, Any]) -> bool:
@@ -117,7 +128,7 @@ def check_image(data: Mapping[str, Any]) -> ImageReference | None:
         ref = parse_image(value)
     except InvalidReferenceError as exc:
         # A name written as a URL may carry credentials (`https://user:pass@host/...`): never send them back.
-        raise BadRequest(exc.message.replace(value, redact_url(value)) if "://" in value else exc.message) from None
+        raise BadRequest(exc.message.replace(value, shown_name(value))) from None
     if ref.digest and any((data.get("containerConfig") or {}).values()):
         raise BadRequest(
             "Container requests made using a SHA256 as tag does not support the 'containerConfig' attribute"
@@ -137,16 +148,15 @@ def check_repository(value: str | None, *, label: str) -> None:
     if not value:
         return
     if "://" in value:
-        shown = redact_url(value)  # `https://user:pass@host/...` must not come back to be logged anywhere
-        raise BadRequest(f"{label} should not include any protocol prefix - offending value: '{shown}'")
+        raise BadRequest(f"{label} should not include any protocol prefix - offending value: '{shown_name(value)}'")
     if "/" not in value.strip("/"):
-        raise BadRequest(f"{label} is invalid or incomplete - offending value: '{value}'")
+        raise BadRequest(f"{label} is invalid or incomplete - offending value: '{shown_name(value)}'")
     if ":" in value.rsplit("/", 1)[1] or "@" in value:
-        raise BadRequest(f"{label} should not include any tag suffix - offending value: '{value}'")
+        raise BadRequest(f"{label} should not include any tag suffix - offending value: '{shown_name(value)}'")
     try:
         parse_repository(value)
     except ValueError:
-        raise BadRequest(f"{label} is invalid or incomplete - offending value: '{value}'") from None
+        raise BadRequest(f"{label} is invalid or incomplete - offending value: '{shown_name(value)}'") from None
 
 
 def check_env(entries: list[str]) -> None:

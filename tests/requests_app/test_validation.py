@@ -329,6 +329,19 @@ def test_image_with_protocol_is_shown_without_credentials(post: Post) -> None:
         post({"containerImage": "https://alice:secret@quay.io/foo:latest"}),
         "Invalid container repository name — offending value: 'https://REDACTED@quay.io/foo:latest'",
     )
+    assert_rejected(
+        post({"containerImage": "alice:secret@quay.io/foo:latest"}),
+        "Invalid container image name — offending value: 'REDACTED@quay.io/foo:latest'",
+    )
+
+
+def test_repository_with_credentials_is_shown_without_them(post: Post) -> None:
+    body = {"containerFile": DOCKERFILE, "cacheRepository": "alice:secret@quay.io/user/cache"}
+    assert_rejected(
+        post(body),
+        "Container build cache repository should not include any tag suffix - offending value: "
+        "'REDACTED@quay.io/user/cache'",
+    )
 
 
 def test_repository_with_protocol_is_shown_without_credentials(post: Post) -> None:
