@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -206,21 +205,21 @@ class NotFrozenField(serializers.BooleanField):
 
 
 # Bound output fields per serializer class (see OutputSerializer._readable_fields).
-_READABLE_FIELDS: dict[type, tuple[serializers.Field, ...]] = {}
+_READABLE_FIELDS: dict[type, list[serializers.Field]] = {}
 
 
 class OutputSerializer(SharedFieldsSerializer):
     """An answer: null and empty values are left out, as the reference omits null fields."""
 
     @property
-    def _readable_fields(self) -> Iterator[serializers.Field]:
+    def _readable_fields(self) -> list[serializers.Field]:
         """Rendering only reads its fields, so they are bound once per class and shared by every answer:
         copying and binding them for each one was most of the cost of rendering it."""
         fields = _READABLE_FIELDS.get(type(self))
         if fields is None:
-            bound = tuple(field for field in self.fields.values() if not field.write_only)
+            bound = [field for field in self.fields.values() if not field.write_only]
             fields = _READABLE_FIELDS.setdefault(type(self), bound)
-        return iter(fields)
+        return fields  # only iterated, never changed
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         data = super().to_representation(instance)
