@@ -19,7 +19,7 @@ import wave_site
 from tests.support.http_files import FileServer
 from tests.support.images import Builder, skopeo_inspect
 from tests.support.layers import make_layer
-from tests.support.network import free_port
+from tests.support.network import free_port, wait_until
 from tests.support.service import REPO, RunningService, service_environment, start_service, throwaway_database
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,12 @@ def assert_stops_cleanly(service: RunningService, signum: int = signal.SIGTERM) 
     """Stopped within STOP_SECONDS by one signal to the group (as Ctrl-C or `kill` do), quietly: no SIGKILL,
     no cold shutdown, no ERROR line (Celery's prefork children are stopped by their own main process)."""
     assert service.pids(), "no process of the service was found"
+    # A worker signalled before Celery installed its handlers just dies (no warm shutdown to observe).
+    wait_until(
+        lambda: re.search(r"worker\s*\|.* ready\.", service.log()) is not None,
+        timeout=60,
+        what="the worker to be ready",
+    )
     started = time.monotonic()
     os.killpg(service.process.pid, signum)
     service.process.wait(timeout=30)
