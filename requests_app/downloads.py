@@ -38,7 +38,7 @@ from requests_app.fetch import FetchCancelled, LayerFetchError, fetch_verified
 from requests_app.models import InjectedLayer, LayerDownload
 from wave_site.blobstore import blob_exists, blob_key, blob_scratch_file, blob_store_put_file
 from wave_site.errors import unexpected_error_message
-from wave_site.jobs import heartbeat, new_claim_id
+from wave_site.jobs import heartbeat, new_claim_id, release_connection
 from wave_site.redact import redact_url
 
 logger = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ def layer_download_run(*, download_pk: int) -> str:
     if claim is None:
         return _state_of(download_pk)
     download = LayerDownload.objects.get(pk=download_pk)
+    release_connection()  # none held through the fetch: the finish must survive a database restart
     shown = redact_url(download.url)
     beat = functools.partial(layer_download_heartbeat, download_pk=download_pk, claim=claim)
     state, reason = State.READY, ""

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connection, connections
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +25,26 @@ def new_claim_id() -> str:
     return f"{socket.gethostname()[:100]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+def release_connection() -> None:
+    """Give this thread's database connection back (to the pool) before long network I/O.
+
+    A connection held through a download dies with a database restarted meanwhile, and the write that
+    finishes the job would fail on it; the next query takes a fresh (pool-checked) one instead. Inside a
+    transaction (a test's) the connection stays.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 @contextmanager
 def heartbeat(beat: Callable[[], bool], *, every: float) -> Iterator[threading.Event]:
     """Call `beat` every `every` seconds from a thread while the block runs.
 
     `beat` updates the row by primary key and claim id and says whether it still holds the claim. The
     event yielded is set once it does not (the reaper took the job from us): the block should stop
-    without writing. A beat that fails on the database is skipped; the next one may pass. A thread keeps
-    beating through blocking calls (a slow read, an upload), which a check inside a loop would not.
+    without writing. A beat that fails on the database is skipped and its connection dropped, so that the
+    next one connects again (a restarted database breaks every open connection). A thread keeps beating
+    through blocking calls (a slow read, an upload), which a check inside a loop would not.
     """
     lost = threading.Event()
     stop = threading.Event()
@@ -46,6 +58,7 @@ def heartbeat(beat: Callable[[], bool], *, every: float) -> Iterator[threading.E
                         return
                 except DatabaseError as exc:
                     logger.warning("heartbeat skipped: %s", type(exc).__name__)
+                    connections.close_all()  # this thread's connections only
         finally:
             connections.close_all()  # this thread's connections only
 

@@ -111,6 +111,9 @@ if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL)
     _db["ENGINE"] = "django.db.backends.postgresql"
     _db["CONN_MAX_AGE"] = 0  # connections come from the pool below; Django must not keep its own
+    # The pool checks a connection before lending it: after a database restart, no request (or job) fails
+    # on a pooled connection that died with it. One empty query per checkout.
+    _db["CONN_HEALTH_CHECKS"] = True
     _db["OPTIONS"] = {
         # `timeout` bounds how long a request waits for a connection: with the database down, the request
         # answers 503 after it (wave_site.errors), instead of hanging; the pool reconnects by itself.

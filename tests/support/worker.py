@@ -87,6 +87,7 @@ def start_worker(
     ssrf_allow: str,
     pool: str = "solo",
     beat: bool = False,
+    concurrency: int = 1,
     env: dict[str, str] | None = None,
 ) -> Worker:
     """A worker on `database_url` and `redis_url`, or embedded (see `worker_environment`; its database must
@@ -95,8 +96,8 @@ def start_worker(
         database_url=database_url, redis_url=redis_url, data_dir=data_dir, ssrf_allow=ssrf_allow, env=env
     )
     command = [sys.executable, "-m", "celery", "-A", "wave_site", "worker", "--queues", "layers,default",
-               "--pool", pool, "--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-               "--hostname", f"test-{os.getpid()}@%h"]  # fmt: skip
+               "--pool", pool, "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-mingle",
+               "--without-gossip", "--hostname", f"test-{os.getpid()}@%h"]  # fmt: skip
     if beat:
         command.append("--beat")
     return _launch(command, environment, data_dir)
