@@ -197,6 +197,9 @@ CELERY_TASK_ROUTES = {"builds.*": {"queue": "builds"}, "requests_app.layer_*": {
 CELERY_TASK_SOFT_TIME_LIMIT = WAVE_BUILD_TIMEOUT + 30
 CELERY_TASK_TIME_LIMIT = WAVE_BUILD_TIMEOUT + 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps reconnecting to a broker that is down, however long (Celery gives up after 100 tries, ~45 min,
+# and `manage.py run` stops every process when one exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # A publish that cannot reach the broker fails at once (refused) or after the 2 s socket timeout (hung),
 # raising kombu's OperationalError: no retries on the request path. An enqueue after commit logs it in one
 # line and leaves its row queued, and the reaper sends it again (requests_app.downloads). redis-py itself
@@ -353,7 +356,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": WAVE_LOG_LEVEL},
-    "filters": {"expected_refusals": {"()": "wave_site.log_filters.ExpectedRefusalFilter"}},
+    "filters": {
+        "expected_refusals": {"()": "wave_site.log_filters.ExpectedRefusalFilter"},
+        "broker_outage": {"()": "wave_site.log_filters.BrokerOutageFilter"},
+    },
     # Quiet even at DEBUG: botocore logs request headers and credential responses (session tokens, keys), and
     # httpx every URL it fetches (layer URLs may carry credentials or signatures).
     "loggers": {
@@ -366,5 +372,7 @@ LOGGING = {
         "psycopg.pool": {"level": "ERROR"},
         # A 501 (or any refusal) is an answer, not an error: WARNING, not ERROR.
         "django.request": {"filters": ["expected_refusals"]},
+        # Beat fails to send each periodic task while the broker is down: one WARNING line each, no traceback.
+        "celery.beat": {"filters": ["broker_outage"]},
     },
 }
