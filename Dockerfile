@@ -16,4 +16,4 @@ ENV PYTHONUNBUFFERED=1 \
     STORAGE_DRIVER=vfs \
     BUILDAH_ISOLATION=chroot
 EXPOSE 9090
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py ensure_admin && exec python -m uvicorn wave_site.asgi:application --host 0.0.0.0 --port 9090 --workers 2 --lifespan off --no-server-header"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py ensure_admin && exec python -m uvicorn wave_site.asgi:application --host 0.0.0.0 --port 9090 --workers 2 --lifespan off --no-server-header ${WAVE_TRUSTED_PROXIES:+--forwarded-allow-ips=$WAVE_TRUSTED_PROXIES} $([ -n \"$WAVE_TRUSTED_PROXIES\" ] || echo --no-proxy-headers)"]

@@ -6,6 +6,7 @@ raises ImproperlyConfigured naming the variable, and `manage.py` turns that into
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,6 +52,15 @@ ALLOWED_HOSTS = env_list("WAVE_ALLOWED_HOSTS", ["*"])
 _server = urlsplit(WAVE_SERVER_URL)
 CSRF_TRUSTED_ORIGINS = [f"{_server.scheme}://{_server.netloc}"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("WAVE_BEHIND_TLS_PROXY", False) else None
+# Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the web server believes (IPs or networks). None by
+# default: otherwise anyone on the machine could pick the client address that rate limits and the failed-login
+# throttle count by.
+WAVE_TRUSTED_PROXIES = env_list("WAVE_TRUSTED_PROXIES", [])
+for _proxy in WAVE_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"WAVE_TRUSTED_PROXIES must list IP addresses or networks, got {_proxy!r}") from None
 
 INSTALLED_APPS = [
     "django.contrib.admin",

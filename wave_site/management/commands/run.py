@@ -74,6 +74,11 @@ def write_registry_config(data_dir: Path, port: int) -> Path:
     return config
 
 
+def proxy_header_options(trusted: list[str]) -> list[str]:
+    """uvicorn's options for X-Forwarded-* headers: believed from the configured proxies only (none by default)."""
+    return ["--forwarded-allow-ips", ",".join(trusted)] if trusted else ["--no-proxy-headers"]
+
+
 def banner(*, data_dir: Path, registry_address: str | None) -> str:
     """What a user needs first: the URL images are named after, where to push test images, where data is."""
     authority = urlsplit(settings.WAVE_SERVER_URL).netloc
@@ -142,6 +147,7 @@ class Command(BaseCommand):
             "--no-server-header",
             "--lifespan", "off",
             "--timeout-graceful-shutdown", "5",
+            *proxy_header_options(settings.WAVE_TRUSTED_PROXIES),
         ]  # fmt: skip
         worker = [
             python, "-m", "celery", "-A", "wave_site", "worker",
