@@ -44,13 +44,18 @@ def destination_check(authority: str) -> None:
 
 
 def url_destination_check(url: str) -> None:
-    """SSRF rules for a URL a client named (a layer location): its host and port, never its user info."""
-    parts = urlsplit(url)
+    """SSRF rules for a URL a client named (a layer location): its host and port, never its user info.
+
+    A URL that does not parse (`http://[::1/x`, a port that is no number) is refused like a refused host.
+    """
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        authority = parts.netloc.rpartition("@")[2]  # never the user info
-        raise DestinationRefusedError(authority, "the port is invalid", can_be_allowed=False) from None
+    except ValueError as exc:
+        # The authority without its user info, as sent; redacted still, in case it is no authority at all.
+        authority = redact_url(url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2])[:60]
+        problem = "the port is invalid" if "port" in str(exc).lower() else "the host is invalid"
+        raise DestinationRefusedError(authority, problem, can_be_allowed=False) from None
     if not parts.hostname:
         raise DestinationRefusedError(redact_url(url)[:60], "the URL names no host", can_be_allowed=False)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname

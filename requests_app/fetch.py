@@ -125,11 +125,20 @@ def _open(client: httpx.Client, url: str) -> tuple[httpx.Response, str]:
             url_destination_check(url)
         except DestinationRefusedError as exc:
             raise LayerFetchError(exc.message) from None
-        response = client.send(client.build_request("GET", url), stream=True)
+        try:
+            request = client.build_request("GET", url)
+        except (httpx.InvalidURL, ValueError):  # not httpx.HTTPErrors: a URL httpx cannot send (a bad IDNA name)
+            raise LayerFetchError(f"Download of {redact_url(url)} failed: the URL is invalid") from None
+        response = client.send(request, stream=True)
         if not response.is_redirect:
             return response, url
         response.close()
-        url = urljoin(url, response.headers["Location"])
+        location = response.headers.get("Location")
+        if not location:
+            raise LayerFetchError(
+                f"Download of {redact_url(url)} answered HTTP {response.status_code}: a redirect without a Location"
+            )
+        url = urljoin(url, location)  # one httpx could not parse failed in `send` (RemoteProtocolError)
     raise LayerFetchError(f"Too many redirects from {redact_url(url)}")
 
 

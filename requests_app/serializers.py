@@ -70,6 +70,17 @@ class LayerListField(serializers.ListField):
         return super().to_internal_value(data)
 
 
+class ConfigListField(serializers.ListField):
+    """`entrypoint`, `cmd` or `env`: at most `WAVE_MAX_CONFIG_ENTRIES` entries, counted before any is looked at
+    (every pull reads them; their total size is `validation.check_config_size`'s)."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        limit = settings.WAVE_MAX_CONFIG_ENTRIES
+        if isinstance(data, list) and len(data) > limit:
+            raise serializers.ValidationError(f"At most {limit} entries are allowed, got {len(data)}.")
+        return super().to_internal_value(data)
+
+
 def _list(child: serializers.Field, *, kind: type[serializers.ListField] = serializers.ListField,
           **kwargs: Any) -> serializers.ListField:  # fmt: skip
     """A JSON array (null allowed, entries not)."""
@@ -100,11 +111,20 @@ class ContainerLayerInputSerializer(InputSerializer):
 
 class ContainerConfigInputSerializer(InputSerializer):
     entrypoint = _list(
-        StrictCharField(allow_blank=True, trim_whitespace=False), help_text="Replaces the image's entrypoint."
+        StrictCharField(allow_blank=True, trim_whitespace=False),
+        kind=ConfigListField,
+        help_text="Replaces the image's entrypoint; at most `WAVE_MAX_CONFIG_ENTRIES` (1000) entries.",
     )
-    cmd = _list(StrictCharField(allow_blank=True, trim_whitespace=False), help_text="Replaces the image's command.")
+    cmd = _list(
+        StrictCharField(allow_blank=True, trim_whitespace=False),
+        kind=ConfigListField,
+        help_text="Replaces the image's command; at most `WAVE_MAX_CONFIG_ENTRIES` (1000) entries.",
+    )
     env = _list(
-        StrictCharField(trim_whitespace=False), help_text="`NAME=value` entries appended to the image's environment."
+        StrictCharField(trim_whitespace=False),
+        kind=ConfigListField,
+        help_text="`NAME=value` entries appended to the image's environment; at most `WAVE_MAX_CONFIG_ENTRIES` "
+        "(1000). Entrypoint, cmd, env and workingDir together: at most `WAVE_MAX_CONFIG_BYTES` (64 KiB) of JSON.",
     )
     workingDir = _text(max_length=4096, help_text="Working directory of the container.")
     layers = _list(

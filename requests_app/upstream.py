@@ -23,7 +23,8 @@ from registry.reference import SHA256_DIGEST, ImageReference
 from registry.ssrf import DestinationRefusedError
 from requests_app.oci.manifests import upstream_check_key
 from wave_site.cache import shared_cache
-from wave_site.errors import BadRequest, ServiceUnavailable
+from wave_site.errors import OUTAGE_RETRY_AFTER, BadRequest, ServiceUnavailable
+from wave_site.redact import redact_url
 
 # Index entries that are not images of a platform: BuildKit's attestation manifests say `unknown/unknown`.
 NOT_A_PLATFORM = "unknown"
@@ -32,7 +33,7 @@ NOT_A_PLATFORM = "unknown"
 @contextlib.contextmanager
 def _upstream_errors(shown_name: str) -> Iterator[None]:
     """Upstream failures as the client reads them: a refused host or a missing image is a 400, an
-    unreachable registry a 503."""
+    unreachable registry a 503 with `Retry-After`, as the service's own outages answer."""
     try:
         yield
     except DestinationRefusedError as exc:
@@ -40,7 +41,7 @@ def _upstream_errors(shown_name: str) -> Iterator[None]:
     except (ManifestUnknownError, RegistryUnauthorizedError, RegistryDeniedError):
         raise BadRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
     except RegistryError as exc:
-        raise ServiceUnavailable(exc.message) from None
+        raise ServiceUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
 
 
 def platforms_key(ref: ImageReference, *, identity: str) -> str:
@@ -117,8 +118,10 @@ def upstream_check(ref: ImageReference, *, shown_name: str, platform: Platform |
 
     A platform the client did not name (`named` false) is only checked against an index (the proxy must
     find it there to augment); a single image is served as it is. Images whose documents name no platform
-    pass. A cached answer costs one cache round trip, both keys read at once.
+    pass. A cached answer costs one cache round trip, both keys read at once. `shown_name` is quoted by
+    messages without its credentials (wave_site.redact).
     """
+    shown_name = redact_url(shown_name)
     identity = registry_client().identity(ref.registry)
     digest_key = upstream_check_key(ref, identity=identity)
     offered_key = platforms_key(ref, identity=identity)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ from registry.reference import ImageReference, InvalidReferenceError, parse_imag
 from requests_app.models import ContainerRequest
 from requests_app.specs import BuildSpec, ContainerConfigSpec, ContainerRequestSpec, RequestedLayer, TowerSpec
 from wave_site.errors import BadRequest
-from wave_site.redact import REDACTED, redact_url
+from wave_site.redact import redact_url
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 FORBIDDEN_CONTAINER_FILE_PATHS = ("/.docker/config.json", "/kaniko")
+# Whitespace, control and invisible format characters: never part of a URL as sent on the wire.
+NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 
 
 def decode_base64(value: str, attribute: str) -> bytes:
@@ -45,14 +48,9 @@ def decode_base64(value: str, attribute: str) -> bytes:
 
 
 def shown_name(value: str) -> str:
-    """An image or repository name as messages echo it: credentials someone wrote into it (a URL's user
-    info or signatures, a `user:pass@host/...` prefix) are redacted; anything else is shown as sent."""
-    if "://" in value:
-        return redact_url(value)
-    host, slash, path = value.partition("/")
-    if "@" in host:  # `user:pass@quay.io/...`; a digest's `@` comes after the first `/`
-        return f"{REDACTED}@{host.rpartition('@')[2]}{slash}{path}"
-    return value
+    """An image name, repository or layer location as messages echo it: user info (with or without a scheme),
+    signatures and control characters never go back to the client (wave_site.redact)."""
+    return redact_url(value)
 
 
 def is_build_request(data: Mapping[str, Any]) -> bool:
@@ -170,14 +168,32 @@ def check_env(entries: list[str]) -> None:
             )
 
 
+def check_config_size(config: Mapping[str, Any]) -> None:
+    """Entrypoint, cmd, env and workingDir are stored with the token and read by every pull: bounded together."""
+    values = {key: config.get(key) for key in ("entrypoint", "cmd", "env", "workingDir")}
+    size = len(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode())
+    limit = settings.WAVE_MAX_CONFIG_BYTES
+    if size > limit:
+        raise BadRequest(
+            f"Container config size exceeds the maximum allowed size of {limit} bytes"
+            " (entrypoint, cmd, env and workingDir together)"
+        )
+
+
 def check_layer_fields(layer: Mapping[str, Any], index: int) -> RequestedLayer:
     location = layer.get("location") or ""
     if len(location) > settings.WAVE_LAYER_MAX_SIZE:
         raise BadRequest("Container layer exceeds the maximum allowed size")
     if not location.startswith(("data:", "http://", "https://")):
-        shown = redact_url(location[:2048])[:60]
+        shown = shown_name(location)[:60]
         raise BadRequest(
             f"Container layer location must be an http(s) URL or a 'data:' payload - offending value: '{shown}'"
+        )
+    if not location.startswith("data:") and NOT_IN_URL.search(location):
+        # A URL is sent as it is written: a CR/LF would split the request line, a space is no URL at all.
+        shown = shown_name(location)[:80]
+        raise BadRequest(
+            f"Container layer location must not contain spaces or control characters - offending value: '{shown}'"
         )
     for attribute in ("gzipDigest", "tarDigest"):
         value = layer.get(attribute) or ""
@@ -190,6 +206,7 @@ def check_layer_fields(layer: Mapping[str, Any], index: int) -> RequestedLayer:
 
 def check_container_config(config: Mapping[str, Any]) -> ContainerConfigSpec:
     check_env(config.get("env") or [])
+    check_config_size(config)
     layers = tuple(check_layer_fields(layer, index) for index, layer in enumerate(config.get("layers") or []))
 
     def strings(key: str) -> tuple[str, ...] | None:

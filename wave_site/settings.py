@@ -289,6 +289,10 @@ WAVE_CONTAINER_FILE_MAX_SIZE = env_int("WAVE_CONTAINER_FILE_MAX_SIZE", 10000, mi
 WAVE_CONDA_FILE_MAX_SIZE = env_int("WAVE_CONDA_FILE_MAX_SIZE", 50000, minimum=1)
 WAVE_LAYER_MAX_SIZE = env_int("WAVE_LAYER_MAX_SIZE", 14_000_000, minimum=1)
 WAVE_MAX_LAYERS = env_int("WAVE_MAX_LAYERS", 64, minimum=1, maximum=10_000)
+# A request's entrypoint, cmd, env and workingDir are stored with its token and read by every pull: at most
+# WAVE_MAX_CONFIG_BYTES of JSON together, at most WAVE_MAX_CONFIG_ENTRIES entries in each list (400 beyond).
+WAVE_MAX_CONFIG_BYTES = env_int("WAVE_MAX_CONFIG_BYTES", 64 * 1024, minimum=1024)
+WAVE_MAX_CONFIG_ENTRIES = env_int("WAVE_MAX_CONFIG_ENTRIES", 1000, minimum=1)
 WAVE_LAYER_WAIT_SECONDS = env_int("WAVE_LAYER_WAIT_SECONDS", 60, minimum=0)
 WAVE_LAYER_DOWNLOAD_MAX_BYTES = env_int("WAVE_LAYER_DOWNLOAD_MAX_BYTES", 2 * 1024**3, minimum=1)
 WAVE_LAYER_DOWNLOAD_TIMEOUT = env_int("WAVE_LAYER_DOWNLOAD_TIMEOUT", 600, minimum=1)

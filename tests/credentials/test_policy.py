@@ -61,3 +61,18 @@ def test_malformed_layer_urls_are_refused_without_a_hint(local_registry: None) -
     with pytest.raises(DestinationRefusedError) as error:
         url_destination_check("http:///layer.tar.gz")
     assert error.value.message == "Destination 'http:///layer.tar.gz' is not allowed: the URL names no host"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1/x", "Destination '[::1' is not allowed: the host is invalid"),
+        ("http://alice:pw@[::1/x?sig=1", "Destination '[::1' is not allowed: the host is invalid"),
+        ("http://[zz]/x", "Destination '[zz]' is not allowed: the host is invalid"),
+        ("http://h:99999/x", "Destination 'h:99999' is not allowed: the port is invalid"),
+    ],
+)
+def test_layer_urls_that_do_not_parse_are_refused_not_raised(local_registry: None, url: str, message: str) -> None:
+    with pytest.raises(DestinationRefusedError) as error:
+        url_destination_check(url)
+    assert error.value.message == message

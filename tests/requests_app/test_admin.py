@@ -193,3 +193,51 @@ def test_revoke_button_of_an_unknown_request_goes_back_to_the_list(operator: Cli
     response = operator.post("/admin/requests_app/containerrequest/999999/revoke/", follow=True)
     assert response.redirect_chain == [("/admin/requests_app/containerrequest/", 302)]
     assert "No container request with ID &#x27;999999&#x27;." in response.content.decode()
+
+
+ADMIN_MODELS = ["containerrequest", "injectedlayer", "layerdownload", "generateddocument"]
+
+
+MALFORMED_FILTERS = [
+    "created_at__year=99999999999999999999",
+    "created_at__year=99999",
+    "created_at__gte=99999999-01-01",
+    "token__startswith=%00",
+    "state__exact=%00",
+    "q=%00",
+]
+
+
+@pytest.mark.parametrize("model", ADMIN_MODELS)
+def test_malformed_filters_redirect_with_the_error_flag(operator: Client, model: str) -> None:
+    operator.raise_request_exception = False
+    request = make_request("aaaaaaaaaaaa", "a/b:1")
+    make_failed_layer(request, gzip_digest="sha256:" + "1" * 64, tar_digest="sha256:" + "2" * 64, reason="x")
+    for query in MALFORMED_FILTERS:
+        response = operator.get(f"/admin/requests_app/{model}/?{query}")
+        assert response.status_code == 302, (query, response.content[:300])
+        assert response["Location"] == f"/admin/requests_app/{model}/?e=1"
+    assert operator.get(f"/admin/requests_app/{model}/?e=1").status_code == 200
+
+
+@pytest.mark.parametrize("model", ADMIN_MODELS)
+def test_an_id_beyond_its_column_filters_to_nothing(operator: Client, model: str) -> None:
+    make_request("aaaaaaaaaaaa", "a/b:1")
+    page = operator.get(f"/admin/requests_app/{model}/?id=99999999999999999999999")
+    assert page.status_code == 200
+    assert "aaaaaaaaaaaa" not in page.content.decode()
+
+
+@pytest.mark.parametrize("selected", ["abc", "99999999999999999999", "1.5", "-1", "\x00", "٣"])
+def test_revoke_action_on_a_malformed_selection_changes_nothing(operator: Client, selected: str) -> None:
+    operator.raise_request_exception = False
+    request = make_request("aaaaaaaaaaaa", "a/b:1")
+    response = operator.post(
+        "/admin/requests_app/containerrequest/",
+        {"action": "revoke", "_selected_action": [str(request.pk), selected]},
+        follow=True,
+    )
+    assert response.redirect_chain == [("/admin/requests_app/containerrequest/", 302)]
+    assert "No action taken: the selection is not a list of row ids." in response.content.decode()
+    request.refresh_from_db()
+    assert request.revoked_at is None

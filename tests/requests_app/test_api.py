@@ -379,3 +379,37 @@ def test_status_reason_shows_the_location_without_secrets(
     )
     status = client.get(f"/v1alpha2/container/{token}/status").json()
     assert status["reason"] == f"Layer 0 ({layer['gzipDigest']}) failed: Download of {SHOWN_LOCATION} answered HTTP 403"
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        (
+            "http://127.0.0.1:9/l.tar.gz?q=1;X-Amz-Signature=SECRET",
+            "http://127.0.0.1:9/l.tar.gz?q=1;X-Amz-Signature=REDACTED",
+        ),
+        (
+            "http://127.0.0.1:9/l.tar.gz?X-Amz-Signature%3DSECRET",
+            "http://127.0.0.1:9/l.tar.gz?X-Amz-Signature=REDACTED",
+        ),
+        ("http://127.0.0.1:9/l.tar.gz?q=X-Amz-Signature%3DSECRET", "http://127.0.0.1:9/l.tar.gz?REDACTED"),
+    ],
+)
+def test_describe_record_and_status_hide_signatures_however_they_are_written(
+    client: Client, post: Post, anonymous_image: PushedImage, location: str, shown: str
+) -> None:
+    layer = make_layer({"a.txt": b"a"}).as_request(location)
+    created = post({"containerImage": anonymous_image.reference, "containerConfig": {"layers": [layer]}})
+    assert created.status_code == 200, created.content
+    token = created.json()["containerToken"]
+    InjectedLayer.objects.update(
+        state="failed", failure_reason=f"Download of {location} answered HTTP 403", finished_at=timezone.now()
+    )
+    described = client.get(f"/container-token/{token}")
+    record = client.get(f"/v1alpha2/container/{token}")
+    status = client.get(f"/v1alpha2/container/{token}/status")
+    assert described.json()["request"]["containerConfig"]["layers"][0]["location"] == shown
+    assert record.json()["containerConfig"]["layers"][0]["location"] == shown
+    assert status.json()["reason"] == f"Layer 0 ({layer['gzipDigest']}) failed: Download of {shown} answered HTTP 403"
+    for response in (created, described, record, status):
+        assert b"SECRET" not in response.content

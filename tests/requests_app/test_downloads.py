@@ -499,3 +499,28 @@ def test_reasons_and_logs_never_show_credentials_of_a_layer_url(
             assert "s3cr3t" not in caplog.text
             assert "deadbeef42" not in caplog.text
             assert f"failed: {reason}" in caplog.text  # logged, redacted
+
+
+@pytest.mark.django_db
+def test_a_redirect_without_a_location_fails_with_the_reason(post: Post, image: str, drip_server: DripServer) -> None:
+    layer = make_layer({"moved.txt": b"moved\n"})
+    drip_server.serve(head=b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n", body=b"", interval=0)
+    url = f"{drip_server.url}/moved.tar.gz"
+    row = request_layer(post, image, layer, url)
+
+    assert layer_download_run(download_pk=row.download_id) == "failed"
+    row.refresh_from_db()
+    reason = f"Download of {url} answered HTTP 302: a redirect without a Location"
+    assert (row.state, row.failure_reason, row.download.failure_reason) == ("failed", reason, reason)
+
+
+def test_a_url_httpx_cannot_send_fails_with_the_reason(settings: Settings, tmp_path: Path) -> None:
+    from requests_app.fetch import LayerFetchError, fetch_verified
+
+    settings.WAVE_SSRF_ALLOW = ["xn--"]  # allowed, so only httpx's own URL rules stand in the way
+    with pytest.raises(LayerFetchError) as error:
+        fetch_verified(
+            "http://xn--/layer.tar.gz", gzip_size=1, gzip_digest="sha256:" + "a" * 64,
+            tar_digest="sha256:" + "b" * 64, into=str(tmp_path / "layer"),
+        )  # fmt: skip
+    assert str(error.value) == "Download of http://xn--/layer.tar.gz failed: the URL is invalid"

@@ -216,3 +216,12 @@ def test_documents_that_name_no_platform_are_not_checked(post: Post, fake_regist
         assert response.status_code == 200, (tag, response.content)
     assert ("GET", "/etc/passwd") not in fake_registry.requests
     assert not [path for _method, path in fake_registry.requests if "passwd" in path]
+
+
+def test_an_unreachable_registry_answers_503_with_retry_after(post: Post, settings: Settings) -> None:
+    settings.WAVE_SSRF_ALLOW = ["localhost", "127.0.0.1", "::1"]
+    response = post({"containerImage": "localhost:1/x/y:latest"})
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "10"
+    assert response.json() == {"message": "Registry 'localhost:1' is unreachable: ConnectError"}
+    assert ContainerRequest.objects.count() == 0

@@ -451,3 +451,132 @@ def test_layer_location_on_a_private_address_is_refused(post: Post, image: str, 
         "Destination '169.254.169.254' is not allowed: it resolves to a private or local address"
         " (set WAVE_SSRF_ALLOW=169.254.169.254 to allow it)",
     )
+
+
+def test_layer_location_with_an_unclosed_ipv6_bracket(post: Post, image: str) -> None:
+    layer = make_layer({"a": b"1"}).as_request(location="http://[::1/x")
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
+        "Destination '[::1' is not allowed: the host is invalid",
+    )
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("http://127.0.0.1:9/good/small\r\nX-Injected: 1", "http://127.0.0.1:9/good/small\\r\\nX-Injected: 1"),
+        ("http://127.0.0.1:9/a\tb.tar.gz", "http://127.0.0.1:9/a\\tb.tar.gz"),
+        ("http://127.0.0.1:9/a b.tar.gz", "http://127.0.0.1:9/a b.tar.gz"),
+        ("http://127.0.0.1:9/a\x1b[0m.tar.gz", "http://127.0.0.1:9/a\\x1b[0m.tar.gz"),
+        ("http://127.0.0.1:9/a\u200b.tar.gz", "http://127.0.0.1:9/a\u200b.tar.gz"),
+        ("http://alice:pw@127.0.0.1:9/a b?sig=SECRET", "http://REDACTED@127.0.0.1:9/a b?sig=REDACTED"),
+    ],
+)
+def test_layer_location_with_spaces_or_control_characters(post: Post, image: str, location: str, shown: str) -> None:
+    layer = make_layer({"a": b"1"}).as_request(location=location)
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {"layers": [layer]}}),
+        f"Container layer location must not contain spaces or control characters - offending value: '{shown}'",
+    )
+
+
+LOCATION_KIND = "Container layer location must be an http(s) URL or a 'data:' payload - offending value: "
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("alice:s3cr3tpw@host/x", f"{LOCATION_KIND}'REDACTED@host/x'"),
+        ("ftp://h/x?q=1;X-Amz-Signature=SECRET", f"{LOCATION_KIND}'ftp://h/x?q=1;X-Amz-Signature=REDACTED'"),
+        ("ftp://h/x?X-Amz-Signature%3DSECRET", f"{LOCATION_KIND}'ftp://h/x?X-Amz-Signature=REDACTED'"),
+        ("ftp://h/x?q=X-Amz-Signature%3DSECRET", f"{LOCATION_KIND}'ftp://h/x?REDACTED'"),
+        ("http://[::1/x?X-Amz-Signature=SECRET", "Destination '[::1' is not allowed: the host is invalid"),
+    ],
+)
+def test_echoed_layer_locations_never_show_secrets(post: Post, image: str, location: str, message: str) -> None:
+    layer = make_layer({"a": b"1"}).as_request(location=location)
+    response = post({"containerImage": image, "containerConfig": {"layers": [layer]}})
+    assert_rejected(response, message)
+    assert b"SECRET" not in response.content
+    assert b"s3cr3tpw" not in response.content
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"containerImage": "localhost:1/x/y:latest?X-Amz-Signature=SECRET"},
+            "Invalid container image name — offending value: 'localhost:1/x/y:latest?X-Amz-Signature=REDACTED'",
+        ),
+        (
+            {"containerImage": "alice:s3cr3tpw@localhost:1/x/y:latest;X-Amz-Signature=SECRET"},
+            "Invalid container image name — offending value: "
+            "'REDACTED@localhost:1/x/y:latest;X-Amz-Signature=REDACTED'",
+        ),
+        (
+            {"containerFile": DOCKERFILE, "buildRepository": "quay.io/user/repo?X-Amz-Signature%3DSECRET"},
+            "Container build repository is invalid or incomplete - offending value: "
+            "'quay.io/user/repo?X-Amz-Signature=REDACTED'",
+        ),
+    ],
+)
+def test_echoed_image_and_repository_names_never_show_secrets(post: Post, body: dict, message: str) -> None:
+    response = post(body)
+    assert_rejected(response, message)
+    assert b"SECRET" not in response.content
+    assert b"s3cr3tpw" not in response.content
+
+
+def test_config_limits_default_to_64_kib_and_1000_entries() -> None:
+    from wave_site import settings as defaults
+
+    assert (defaults.WAVE_MAX_CONFIG_BYTES, defaults.WAVE_MAX_CONFIG_ENTRIES) == (65536, 1000)
+
+
+CONFIG_TOO_LARGE = (
+    "Container config size exceeds the maximum allowed size of 65536 bytes"
+    " (entrypoint, cmd, env and workingDir together)"
+)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"env": ["BIG=" + "x" * 65536]},
+        {"cmd": ["x" * 40000], "entrypoint": ["y" * 30000]},
+        {"env": [f"V{n}=" + "x" * 100 for n in range(700)]},
+    ],
+)
+def test_container_config_larger_than_the_limit(post: Post, image: str, config: dict) -> None:
+    assert_rejected(post({"containerImage": image, "containerConfig": config}), CONFIG_TOO_LARGE)
+
+
+def test_a_31_mib_env_value_is_refused(post: Post, image: str) -> None:
+    body = {"containerImage": image, "containerConfig": {"env": ["BIG=" + "x" * (31 * 1024 * 1024)]}}
+    assert_rejected(post(body), CONFIG_TOO_LARGE)
+
+
+def test_container_config_size_limit_is_configurable(post: Post, image: str, settings: Settings) -> None:
+    settings.WAVE_MAX_CONFIG_BYTES = 2048
+    config = {"env": ["A=" + "x" * 1000], "cmd": ["y" * 1000], "workingDir": "/w"}
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": config}),
+        "Container config size exceeds the maximum allowed size of 2048 bytes"
+        " (entrypoint, cmd, env and workingDir together)",
+    )
+    config["cmd"] = ["y" * 900]
+    accepted = post({"containerImage": image, "containerConfig": config})
+    assert accepted.status_code == 200, accepted.content
+    assert ContainerRequest.objects.get().container_config == config
+
+
+@pytest.mark.parametrize("key", ["env", "cmd", "entrypoint"])
+def test_more_config_entries_than_the_limit(post: Post, image: str, key: str) -> None:
+    entries = [f"V{n}=" for n in range(100_000)]
+    assert_rejected(
+        post({"containerImage": image, "containerConfig": {key: entries}}),
+        f"containerConfig.{key}: At most 1000 entries are allowed, got 100000.",
+    )
+    accepted = post({"containerImage": image, "containerConfig": {key: entries[:1000]}})
+    assert accepted.status_code == 200, accepted.content
+    assert ContainerRequest.objects.get().container_config == {key: entries[:1000]}
