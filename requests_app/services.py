@@ -217,15 +217,19 @@ def _identity(layer: LayerSpec) -> str:
 
 
 def container_request_revoke(*, token: str) -> ContainerRequest:
-    """Revoke an active token: pulls with it are refused from now on."""
+    """Revoke an active token: pulls with it are refused from now on.
+
+    The cache mark (which outlives any cached copy of the token, so that no process serves it again) is written
+    before the row: if Redis refuses it, nothing has changed and the caller may retry; if the row update then
+    fails, the token is already refused and a retry completes the revocation.
+    """
     now = timezone.now()
-    updated = ContainerRequest.objects.filter(token=token, revoked_at__isnull=True, expires_at__gt=now).update(
-        revoked_at=now
-    )
-    if updated != 1:
+    active = ContainerRequest.objects.filter(token=token, revoked_at__isnull=True, expires_at__gt=now)
+    if not active.exists():
         raise NotFound(f"Unknown container token '{token}'")
-    # The marker outlives any cached copy of the token, so that no process can serve it again.
     token_mark_revoked(token=token)
+    if active.update(revoked_at=now) != 1:  # revoked or expired meanwhile: the mark is right all the same
+        raise NotFound(f"Unknown container token '{token}'")
     logger.info("container token %s revoked", token)
     return ContainerRequest.objects.get(token=token)
 

@@ -12,6 +12,7 @@ exception says is unreachable, and both paths answer 503 with `Retry-After` (the
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -23,6 +24,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 from django_redis.exceptions import ConnectionInterrupted  # type: ignore[import-untyped]
 from kombu.exceptions import OperationalError as BrokerOperationalError
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
@@ -93,17 +95,30 @@ def outage_of(exc: BaseException) -> str | None:
     """The store `exc` says is unreachable (`database`, `redis` or `broker`), or None for any other error.
 
     django.db's OperationalError covers a refused connection, a connection dropped mid-query and the pool's
-    PoolTimeout (Django wraps whatever the driver raises); a Celery publish fails with kombu's.
+    PoolTimeout (Django wraps whatever the driver raises); a Celery publish fails with kombu's. A Redis that
+    refuses writes (out of memory, a read-only replica) is an outage too: the request can succeed once it is fixed.
     """
     if isinstance(exc, DatabaseOperationalError | DatabaseInterfaceError):
         return "database"
     if isinstance(exc, ConnectionInterrupted):  # django-redis wraps the redis-py error
         exc = exc.__cause__ if exc.__cause__ is not None else exc
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError) or _is_redis_refusal(exc):
         return "redis"
     if isinstance(exc, BrokerOperationalError):
         return "broker"
     return None
+
+
+# Replies of a Redis that is up but refuses writes (full under `noeviction`, a read-only replica, a replica
+# without its master). redis-py raises them as ResponseError subclasses; older servers nest the code in a
+# script's error ("ERR Error running script ...: -OOM command not allowed ...").
+REDIS_REFUSALS = re.compile(r"(?:^|-)(?:OOM|READONLY|MASTERDOWN) ")
+
+
+def _is_redis_refusal(exc: BaseException) -> bool:
+    if isinstance(exc, OutOfMemoryError | ReadOnlyError | MasterDownError):
+        return True
+    return isinstance(exc, redis.ResponseError) and REDIS_REFUSALS.search(str(exc)) is not None
 
 
 def outage_message(store: str) -> str:

@@ -29,6 +29,8 @@ from wave_site.blobstore import blob_key, blob_read_range, blob_redirect_url, bl
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 STREAM_CHUNK = 64 * 1024
 MAX_RANGE_DIGITS = 18  # longer numbers are past any blob's end (and int() refuses thousands of digits)
+# One range of a `bytes=` range set, with optional whitespace around it; ASCII digits only.
+RANGE_SPEC = re.compile(r"[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.ASCII)
 UPSTREAM_HEADERS = (
     "Content-Type",
     "Content-Length",
@@ -110,22 +112,60 @@ def _number(digits: str) -> int:
     return int(digits) if len(digits) <= MAX_RANGE_DIGITS else 10**MAX_RANGE_DIGITS
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end) for `bytes=a-b`, `bytes=a-` or `bytes=-n`; None without a Range header."""
+@dataclass(frozen=True)
+class ByteRange:
+    """One `bytes=` range as asked: `first-last`, `first-` (last None) or the suffix `-last` (first None)."""
+
+    first: int | None
+    last: int | None
+
+    @property
+    def header(self) -> str:
+        """The Range header to forward: canonical ASCII, numbers clamped (past any blob's end)."""
+        return f"bytes={'' if self.first is None else self.first}-{'' if self.last is None else self.last}"
+
+    def within(self, size: int) -> tuple[int, int]:
+        """(start, end) of this range in a blob of `size` bytes; RangeNotSatisfiable if none of it is there."""
+        if self.first is None:  # the last `last` bytes (none for `-0`)
+            start, end = size - min(self.last or 0, size), size - 1
+        else:
+            start, end = self.first, size - 1 if self.last is None else min(self.last, size - 1)
+        if start > end or start >= size:
+            raise RangeNotSatisfiable(size)
+        return start, end
+
+
+class MalformedRange(ValueError):
+    """A `bytes=` Range header that is not a list of ranges (RFC 9110 section 14.1.1)."""
+
+
+def requested_range(header: str | None) -> ByteRange | None:
+    """The one range a Range header asks for; None when there is none to honour: no header, another unit, or
+    several ranges (RFC 9110 allows ignoring Range: the whole blob is served). MalformedRange for a `bytes=`
+    header that is not ranges (control characters, non-ASCII, `bytes=a-b`, `bytes=-`)."""
     if not header:
         return None
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
-    if not match or (not match.group(1) and not match.group(2)):
-        raise RangeNotSatisfiable(size)
-    if match.group(1):
-        start = _number(match.group(1))
-        end = _number(match.group(2)) if match.group(2) else size - 1
-    else:
-        start, end = max(size - _number(match.group(2)), 0), size - 1
-    end = min(end, size - 1)
-    if start > end or start >= size:
-        raise RangeNotSatisfiable(size)
-    return start, end
+    unit, equals, ranges = header.partition("=")
+    if not equals or unit.strip(" \t").lower() != "bytes":
+        return None  # another range unit (or none): ignored, as RFC 9110 requires
+    specs = [RANGE_SPEC.fullmatch(part) for part in ranges.split(",")]
+    if not all(specs) or not all(spec.group(1) or spec.group(2) for spec in specs if spec):
+        raise MalformedRange(header)
+    if len(specs) > 1:
+        return None
+    first, last = specs[0].group(1), specs[0].group(2)  # type: ignore[union-attr]
+    if first and last and _number(first) > _number(last):
+        raise MalformedRange(header)
+    return ByteRange(_number(first) if first else None, _number(last) if last else None)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) of the range a stored blob of `size` bytes serves; None for the whole blob."""
+    try:
+        byte_range = requested_range(header)
+    except MalformedRange:
+        raise RangeNotSatisfiable(size) from None
+    return byte_range.within(size) if byte_range is not None else None
 
 
 def _redirect(location: str) -> HttpResponse:
@@ -194,13 +234,17 @@ async def _open_upstream_blob(request: HttpRequest, blob: UpstreamBlob) -> httpx
     """The upstream blob response (streaming); on a 401 the cached token is dropped and fetched once more."""
     http = stream_client()
     authorization = blob.authorization
+    try:  # only a well-formed single range is forwarded, rewritten: never the client's bytes as they came
+        byte_range = requested_range(request.headers.get("Range"))
+    except MalformedRange:
+        raise RangeNotSatisfiable(None) from None
     for attempt in range(2):
         # identity: the bytes must reach the client exactly as the registry stores them (digest-checked).
         headers = {"Accept-Encoding": "identity"}
         if authorization:
             headers["Authorization"] = authorization
-        if request.headers.get("Range"):
-            headers["Range"] = request.headers["Range"]
+        if byte_range is not None:
+            headers["Range"] = byte_range.header
         method = "HEAD" if request.method == "HEAD" else "GET"
         try:
             upstream = await http.send(http.build_request(method, blob.url, headers=headers), stream=True)

@@ -3,8 +3,9 @@
 documents a token owns, and tag lists.
 
 Upstream entries are keyed by the credentials identity they were fetched with, so that callers with
-other credentials never read them. Everything here is synchronous (database, cache and upstream calls):
-the views call it with one hop to the request's thread.
+other credentials never read them. `manifest_to_serve` answers a hot pull on the event loop (async Redis
+reads); everything past that is synchronous (database, cache and upstream calls) and runs with one hop to
+the request's thread.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from registry.augment import (
@@ -36,8 +38,8 @@ from requests_app.oci.errors import (
     ReferenceInvalid,
     UnsupportedManifest,
 )
-from requests_app.oci.tokens import ProxyTarget, cached_target, load_target, registry_client_for, resolve_token
-from requests_app.ratelimit import rate_limit_acquire
+from requests_app.oci.tokens import ProxyTarget, acached_target, load_target, registry_client_for, resolve_token
+from requests_app.ratelimit import rate_limit_aacquire
 from wave_site.cache import shared_cache
 
 TAG_CACHE_TTL = 5
@@ -79,22 +81,29 @@ def check_reference(reference: str) -> None:
         raise ReferenceInvalid(f"Invalid manifest reference '{reference[:160]}'")
 
 
-def manifest_to_serve(*, token: str, name: str, reference: str, client_key: str) -> Document:
+async def manifest_to_serve(*, token: str, name: str, reference: str, client_key: str) -> Document:
     """The manifest (or index) a pull of `reference` gets; counts the pull against the caller's limit.
 
-    Hot path: one counter increment and one cache round trip (target, revocation mark and what this URL
-    served in the last seconds); then the cache alone; then the database and upstream.
+    Hot path, on the event loop without a thread hop: one counter increment and one cache round trip
+    (target, revocation mark and what this URL served in the last seconds). Otherwise one hop to the
+    request's thread for the rest: the cache alone, then the database and upstream.
     """
-    rate_limit_acquire(kind="pull", key=client_key)
+    await rate_limit_aacquire(kind="pull", key=client_key)
     memory = served_key(token, name, reference)
-    target, found = cached_target(token, name, memory)
+    target, found = await acached_target(token, name, memory)
     document = document_from_cache(found.get(memory)) if target is not None else None
     if document is None:
-        target = target or load_target(token, name)
-        document = cached_manifest(target, reference) or manifest_for(target, reference)
-        shared_cache().set(memory, (document.media_type, document.content), SERVED_TTL)
+        document = await sync_to_async(_manifest_uncached)(target, token=token, name=name, reference=reference)
     if is_digest(reference) and document.digest != reference:
         raise ManifestNotFound(f"Manifest {reference} not found")
+    return document
+
+
+def _manifest_uncached(target: ProxyTarget | None, *, token: str, name: str, reference: str) -> Document:
+    """`manifest_to_serve` past the served-manifest memory; `target` is the checked cached one, if any."""
+    target = target or load_target(token, name)
+    document = cached_manifest(target, reference) or manifest_for(target, reference)
+    shared_cache().set(served_key(token, name, reference), (document.media_type, document.content), SERVED_TTL)
     return document
 
 
@@ -106,7 +115,7 @@ def cached_manifest(target: ProxyTarget, reference: str) -> Document | None:
     if is_digest(reference):
         owned = cache.get(owned_key(target.token))
         if isinstance(owned, frozenset) and reference in owned:
-            return document_from_cache(cache.get(document_key(reference)))
+            return _manifest_only(document_from_cache(cache.get(document_key(reference))), reference)
         key = manifest_key(target.registry, target.repository, reference, identity=identity)
         return document_from_cache(cache.get(key))
     upstream = cache.get(tag_key(target.registry, target.repository, reference, identity=identity))
@@ -122,7 +131,7 @@ def cached_manifest(target: ProxyTarget, reference: str) -> Document | None:
 def manifest_for(target: ProxyTarget, reference: str) -> Document:
     """The manifest (or index) to serve for `reference` (a tag or a digest): the full path."""
     if is_digest(reference) and reference in owned_digests(target):
-        stored = document_get(reference)
+        stored = _manifest_only(document_get(reference), reference)
         if stored is not None:
             return stored
     if not target.is_augmented or is_digest(reference):
@@ -143,6 +152,13 @@ def manifest_for(target: ProxyTarget, reference: str) -> Document:
     shared_cache().set(key, result.served.digest, settings.WAVE_TOKEN_TTL)
     _record_digests(target, upstream_digest, result.served.digest)
     return result.served
+
+
+def _manifest_only(document: Document | None, reference: str) -> Document | None:
+    """A generated document as a manifest: configs are generated too, but served only as blobs."""
+    if document is not None and document.media_type not in MANIFEST_TYPES | INDEX_TYPES:
+        raise ManifestNotFound(f"Manifest {reference} not found")
+    return document
 
 
 def _augment(target: ProxyTarget, upstream_digest: str) -> Augmented:

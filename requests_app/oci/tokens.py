@@ -21,7 +21,7 @@ from registry.client import RegistryClient
 from registry.reference import parse_image
 from requests_app.models import ContainerRequest
 from requests_app.oci.errors import ImageNameMismatch, TokenUnknown
-from wave_site.cache import shared_cache
+from wave_site.cache import cache_aget_many, shared_cache
 
 TOKEN = re.compile(r"[0-9a-f]{12}")
 TOKEN_CACHE_TTL = 30
@@ -87,20 +87,34 @@ def check_target(target: ProxyTarget | None, *, token: str, name: str, is_revoke
     return target
 
 
+def _lookup_keys(token: str, also: tuple[str, ...]) -> list[str]:
+    if not TOKEN.fullmatch(token):
+        raise TokenUnknown(token)
+    return [target_key(token), revoked_key(token), *also]
+
+
+def _checked_from(found: dict[str, Any], token: str, name: str) -> ProxyTarget | None:
+    """The target among `found` (read with `_lookup_keys`), checked; None when it was not cached."""
+    target = found.get(target_key(token))
+    is_revoked = revoked_key(token) in found
+    if not isinstance(target, ProxyTarget):
+        if not is_revoked:
+            return None
+        target = None
+    return check_target(target, token=token, name=name, is_revoked=is_revoked)
+
+
 def cached_target(token: str, name: str, *also: str) -> tuple[ProxyTarget | None, dict[str, Any]]:
     """The token's cached target, checked (None when not cached), and the cache entries named by `also`,
     all read in one round trip (the hot path of a pull)."""
-    if not TOKEN.fullmatch(token):
-        raise TokenUnknown(token)
-    keys = [target_key(token), revoked_key(token), *also]
-    found: dict[str, Any] = shared_cache().get_many(keys)
-    target = found.get(keys[0])
-    is_revoked = keys[1] in found
-    if not isinstance(target, ProxyTarget):
-        if not is_revoked:
-            return None, found
-        target = None
-    return check_target(target, token=token, name=name, is_revoked=is_revoked), found
+    found: dict[str, Any] = shared_cache().get_many(_lookup_keys(token, also))
+    return _checked_from(found, token, name), found
+
+
+async def acached_target(token: str, name: str, *also: str) -> tuple[ProxyTarget | None, dict[str, Any]]:
+    """`cached_target` from the event loop: no thread hop on Redis."""
+    found = await cache_aget_many(_lookup_keys(token, also))
+    return _checked_from(found, token, name), found
 
 
 def resolve_token(token: str, name: str) -> ProxyTarget:
@@ -126,6 +140,6 @@ def registry_client_for(target: ProxyTarget) -> RegistryClient:
 
 
 def token_mark_revoked(*, token: str) -> None:
-    """Called once the database says revoked: no process serves the token again, whatever it cached."""
+    """No process serves the token again, whatever it cached (written before the database says revoked)."""
     shared_cache().set(revoked_key(token), 1, settings.WAVE_TOKEN_TTL)
     shared_cache().delete(target_key(token))

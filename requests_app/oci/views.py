@@ -6,7 +6,6 @@ anything else under /v2 is NAME_UNKNOWN. `@oci_view` adds the method check, erro
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
 from credentials.callers import Caller
@@ -32,12 +31,7 @@ async def v2_root(request: HttpRequest) -> HttpResponse:
 async def manifest(request: HttpRequest, token: str, name: str, reference: str) -> HttpResponse:
     check_reference(reference)
     caller = Caller(ip=request.META.get("REMOTE_ADDR"))
-    # One hop to the request's thread for everything (cache, database, upstream): no blocking I/O on the loop.
-    # django-redis 7 has no async client (Django's `cache.aget` is itself a thread hop per call), so one hop
-    # for the whole path is the cheapest way off the loop.
-    document = await sync_to_async(manifest_to_serve)(
-        token=token, name=name, reference=reference, client_key=caller.rate_limit_key
-    )
+    document = await manifest_to_serve(token=token, name=name, reference=reference, client_key=caller.rate_limit_key)
     response = HttpResponse(b"" if request.method == "HEAD" else document.content, content_type=document.media_type)
     response["Content-Length"] = str(document.size)
     response["Docker-Content-Digest"] = document.digest

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
+import redis
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
@@ -24,8 +25,9 @@ from requests_app.services import (
 from requests_app.specs import BuildSpec, ContainerConfigSpec, ContainerRequestSpec, RequestedLayer, TowerSpec
 from tests.conftest import PushedImage
 from tests.support.layers import make_layer
+from tests.support.servers import PrivateRedis, start_private_redis
 from wave_site.cache import shared_cache
-from wave_site.errors import BadRequest, NotFound
+from wave_site.errors import BadRequest, NotFound, outage_of
 
 pytestmark = pytest.mark.django_db
 
@@ -216,6 +218,45 @@ def test_revoke_of_an_inactive_token_is_not_found_and_changes_nothing(state: str
         container_request_revoke(token="00000000000b")
     assert error.value.message == "Unknown container token '00000000000b'"
     assert list(ContainerRequest.objects.values("token", "revoked_at")) == before
+    assert shared_cache().get(revoked_key("00000000000b")) is None  # no mark written either
+
+
+@pytest.mark.parametrize("refusal", ["oom", "read-only"])
+def test_revoke_when_redis_refuses_writes_changes_nothing_and_a_retry_completes_it(
+    refusal: str, settings: Settings
+) -> None:
+    request = make_request("00000000000e", expires_at=timezone.now() + dt.timedelta(hours=1))
+    with start_private_redis() as server:
+        settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": server.url}}
+        refuse_writes(server, refusal)
+        with pytest.raises(redis.ResponseError) as refused:  # OutOfMemoryError, ReadOnlyError
+            container_request_revoke(token=request.token)
+        assert outage_of(refused.value) == "redis"  # a 503 with Retry-After (tests/wave_site/test_errors.py)
+        assert ContainerRequest.objects.get(pk=request.pk).revoked_at is None
+        assert shared_cache().get(revoked_key(request.token)) is None
+
+        accept_writes(server, refusal)
+        revoked = container_request_revoke(token=request.token)
+        assert ContainerRequest.objects.get(pk=request.pk).revoked_at == revoked.revoked_at is not None
+        assert shared_cache().get(revoked_key(request.token)) == 1
+
+
+def refuse_writes(server: PrivateRedis, refusal: str) -> None:
+    """Redis up but refusing writes: full (`noeviction`, maxmemory 1 byte) or a read-only replica."""
+    admin = redis.Redis.from_url(server.url)
+    if refusal == "oom":
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+    else:
+        admin.replicaof("127.0.0.1", 9)  # a master that is not there: nothing is replicated, writes are refused
+
+
+def accept_writes(server: PrivateRedis, refusal: str) -> None:
+    admin = redis.Redis.from_url(server.url)
+    if refusal == "oom":
+        admin.config_set("maxmemory", 0)
+    else:
+        admin.replicaof("no", "one")
 
 
 def test_purge_deletes_only_requests_expired_before_the_retention(settings: Settings) -> None:

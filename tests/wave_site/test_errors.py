@@ -1,10 +1,22 @@
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import logging
 import re
 
 import pytest
+import redis
+from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
+from django_redis.exceptions import ConnectionInterrupted  # type: ignore[import-untyped]
+from pytest_django.fixtures import Settings
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError
+
+from requests_app.models import ContainerRequest
+from tests.support.servers import start_private_redis
+from wave_site.errors import outage_of
 
 pytestmark = pytest.mark.urls("tests.wave_site.urls_errors")
 
@@ -99,3 +111,49 @@ def test_request_data_too_big_is_413(client: Client, settings, path: str) -> Non
     assert response.json() == {
         "message": f"Request body exceeds the maximum allowed size of {settings.WAVE_MAX_REQUEST_BYTES} bytes"
     }
+
+
+@pytest.mark.parametrize(
+    ("error", "store"),
+    [
+        (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "redis"),
+        (ReadOnlyError("You can't write against a read only replica."), "redis"),
+        (MasterDownError("Link with MASTER is down and replica-serve-stale-data is set to 'no'."), "redis"),
+        # an older server's script error nests the code
+        (redis.ResponseError("Error running script (call to f_1): @user_script:1: -OOM command not allowed"), "redis"),
+        (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), None),
+        (redis.ResponseError("value is not an integer or out of range"), None),
+    ],
+)
+def test_redis_refusing_writes_is_an_outage(error: redis.ResponseError, store: str | None) -> None:
+    assert outage_of(error) == store
+    wrapped = ConnectionInterrupted(connection=None)  # as django-redis wraps it
+    wrapped.__cause__ = error
+    assert outage_of(wrapped) == store
+
+
+@pytest.mark.urls("wave_site.urls")
+@pytest.mark.django_db
+@pytest.mark.parametrize("refusal", ["oom", "read-only"])
+def test_revoking_while_redis_refuses_writes_is_503_and_changes_nothing(
+    client: Client, settings: Settings, caplog: pytest.LogCaptureFixture, refusal: str
+) -> None:
+    from tests.requests_app.test_services import accept_writes, make_request, refuse_writes
+
+    request = make_request("00000000000f", expires_at=timezone.now() + dt.timedelta(hours=1))
+    get_user_model().objects.create_user("ops", password="ops-pass", is_staff=True)
+    operator = "Basic " + base64.b64encode(b"ops:ops-pass").decode()
+    with start_private_redis() as server:
+        settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": server.url}}
+        refuse_writes(server, refusal)
+        with caplog.at_level(logging.WARNING, logger="wave.errors"):
+            refused = client.delete("/container-token/00000000000f", HTTP_AUTHORIZATION=operator)
+        assert refused.status_code == 503
+        assert refused["Retry-After"] == "10"
+        assert refused.json() == {"message": "Service temporarily unavailable (redis unreachable), retry in 10 seconds"}
+        assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+        assert ContainerRequest.objects.get(pk=request.pk).revoked_at is None
+
+        accept_writes(server, refusal)
+        assert client.delete("/container-token/00000000000f", HTTP_AUTHORIZATION=operator).status_code == 200
+        assert ContainerRequest.objects.get(pk=request.pk).revoked_at is not None

@@ -1,10 +1,13 @@
 """The /v2 views over HTTP (uvicorn): hostile references, ranges and upstream documents get OCI errors,
-never a 500; revocation is immediate on every cache backend; no blocking Redis call on the event loop."""
+never a 500; revocation is immediate on every cache backend; no blocking Redis call on the event loop (the
+hot path's go through the async client); ranges answered alike from upstream and the store; configs are
+not manifests."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from typing import Any
 
@@ -17,6 +20,7 @@ from tests.requests_app.conftest import Post
 from tests.support.asgi_server import AsgiServer
 from tests.support.fake_registry import OCI_INDEX, OCI_MANIFEST, FakeRegistry
 from tests.support.layers import make_layer
+from wave_site.redis_async import _Connection
 
 pytestmark = pytest.mark.slow
 EVIL = "../../../../etc/passwd"
@@ -181,6 +185,16 @@ def test_no_blocking_redis_call_runs_on_the_event_loop(
         raise RuntimeError("a blocking Redis call on the event loop")
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", guarded)
+    # The hot path's reads and pull counts do reach Redis from the loop, through the async client.
+    commands_from_the_loop: list[str] = []
+    send_async = _Connection.send
+
+    def counted(self: _Connection, args: tuple[bytes | str | int, ...]) -> Any:
+        asyncio.get_running_loop()
+        commands_from_the_loop.append(str(args[0]))
+        return send_async(self, args)
+
+    monkeypatch.setattr(_Connection, "send", counted)
     layer = make_layer({"loop.txt": b"no blocking\n"})
     plain = token_for(post, anonymous_image.reference)
     augmented = token_for(post, anonymous_image.reference, layers=[layer.as_request()], env=["A=1"])
@@ -202,3 +216,85 @@ def test_no_blocking_redis_call_runs_on_the_event_loop(
     )
     assert httpx.get(f"{proxy.url}/v2/wt/0123456789ab/library/busybox/manifests/latest").status_code == 404
     assert on_the_loop == []
+    manifest_gets = 2 * 5 + 1
+    pulls = sorted(command for command in commands_from_the_loop if command != "SELECT")  # SELECT: a new connection
+    assert pulls == ["EVAL"] * manifest_gets + ["MGET"] * manifest_gets
+
+
+def raw_get(server: AsgiServer, path: str, *, range_header: bytes) -> tuple[int, dict[str, str], bytes]:
+    """A GET with a Range header sent byte for byte (HTTP clients refuse to send hostile ones)."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: {server.host}\r\nConnection: close\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(request + b"Range: " + range_header + b"\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    if headers.get("transfer-encoding") == "chunked":
+        body = dechunked(body)
+    return int(status_line.split()[1]), headers, body
+
+
+def dechunked(body: bytes) -> bytes:
+    data = b""
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return data
+        data, body = data + body[:size], body[size + 2 :]
+
+
+RANGE_INVALID = {"code": "RANGE_INVALID", "message": "Requested range not satisfiable", "detail": None}
+
+
+@pytest.mark.parametrize("source", ["upstream", "store"])
+def test_hostile_and_unusual_ranges_get_the_same_answers_from_upstream_and_the_store(
+    source: str, proxy: AsgiServer, post: Post, anonymous_image: PushedImage
+) -> None:
+    layer = make_layer({"ranges.txt": b"0123456789" * 40})
+    token = token_for(post, anonymous_image.reference, layers=[layer.as_request()])
+    manifest = json.loads(httpx.get(f"{proxy.url}/v2/wt/{token}/library/busybox/manifests/latest").content)
+    if source == "store":
+        digest, content = layer.gzip_digest, layer.gzip_bytes
+    else:
+        digest = manifest["layers"][0]["digest"]  # busybox's own layer, streamed from the registry
+        content = httpx.get(f"{anonymous_image.registry.url}/v2/library/busybox/blobs/{digest}").content
+    path = f"/v2/wt/{token}/library/busybox/blobs/{digest}"
+    size = len(content)
+
+    for malformed in (b"bytes=\xff-1", b"bytes=\xc3\xbf-1", b"bytes=a-b", b"bytes=1-0"):
+        status, headers, body = raw_get(proxy, path, range_header=malformed)
+        assert status == 416, malformed
+        assert json.loads(body) == {"errors": [RANGE_INVALID]}
+        assert headers.get("content-range") == (f"bytes */{size}" if source == "store" else None)
+    for whole in (b"bytes=0-1,2-3", b"bytes=0-1, 5-", b"items=0-1"):  # several ranges, or another unit: ignored
+        status, headers, body = raw_get(proxy, path, range_header=whole)
+        assert (status, body) == (200, content), whole
+        assert "content-range" not in headers
+    huge = b"9" * 30
+    for spelled, start, end in ((b"bytes=0-1\t", 0, 1), (b"bytes= 0-1", 0, 1), (b"Bytes=2 - 5", 2, 5),
+                                (b"bytes=0-" + huge, 0, size - 1), (b"bytes=-" + huge, 0, size - 1)):  # fmt: skip
+        status, headers, body = raw_get(proxy, path, range_header=spelled)
+        assert (status, body) == (206, content[start : end + 1]), spelled
+        assert headers["content-range"] == f"bytes {start}-{end}/{size}"
+    status, headers, body = raw_get(proxy, path, range_header=b"bytes=" + huge + b"-")
+    assert (status, json.loads(body)) == (416, {"errors": [RANGE_INVALID]})
+
+
+def test_a_generated_config_is_not_served_as_a_manifest(
+    proxy: AsgiServer, post: Post, anonymous_image: PushedImage
+) -> None:
+    token = token_for(post, anonymous_image.reference, env=["A=1"])
+    base = f"{proxy.url}/v2/wt/{token}/library/busybox"
+    manifest = httpx.get(f"{base}/manifests/latest")
+    config_digest = json.loads(manifest.content)["config"]["digest"]
+    assert httpx.get(f"{base}/blobs/{config_digest}").status_code == 200  # generated for this token
+    for _ in range(2):
+        refused = httpx.get(f"{base}/manifests/{config_digest}")
+        assert refused.status_code == 404
+        assert error_of(refused) == {"code": "MANIFEST_UNKNOWN", "message": f"Manifest {config_digest} not found",
+                                     "detail": None}  # fmt: skip
+    assert httpx.get(f"{base}/manifests/{manifest.headers['Docker-Content-Digest']}").content == manifest.content
