@@ -77,6 +77,12 @@ ERROR_EXAMPLES = [
     error_example("not JSON", 415, "Unsupported media type: send a JSON body with Content-Type: application/json"),
     error_example("rate limited", 429, "Request exceeded build rate limit of 10 per hour - retry in 1200 seconds"),
     error_example(
+        "too many downloads",
+        429,
+        "Too many layer downloads in progress for this client (8 queued or running, this request needs 1 more, "
+        "at most 8 at once) - retry in 30 seconds",
+    ),
+    error_example(
         "build requested",
         501,
         "Container builds (containerFile, condaFile, spackFile, packages, freeze, mirror) "

@@ -57,8 +57,9 @@ class ContainerRequest(models.Model):
 class LayerDownload(models.Model):
     """One fetch of one exact layer (URL, size, digests): a durable job shared by every layer that names it.
 
-    Created or joined at request time, claimed by its task with a compare-and-set on `state`, kept alive
-    by heartbeats while it runs, re-queued or failed by the reaper when its heartbeat goes stale.
+    Created or joined at request time (counted against the cap of the client that queued it), claimed by
+    its task with a compare-and-set on `state`, kept alive by heartbeats while it runs, re-queued or failed
+    by the reaper when its heartbeat goes stale, sent again with a doubling wait while nobody takes it.
     Finishing settles every pending InjectedLayer joined to it (requests_app.downloads).
     """
 
@@ -79,6 +80,15 @@ class LayerDownload(models.Model):
     claimed_by = models.CharField(max_length=200, blank=True, help_text="host:pid:nonce of the running attempt.")
     created_at = models.DateTimeField(default=timezone.now)
     queued_at = models.DateTimeField(default=timezone.now, help_text="When it last entered the queue.")
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the reaper last sent it again (empty: sent once, when queued)."
+    )
+    resends = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the reaper sent it again since it last entered the queue (each wait doubles)."
+    )
+    client = models.CharField(
+        max_length=300, blank=True, help_text="Who queued it (user:<id> or ip:<address>): counted against their cap."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -87,6 +97,7 @@ class LayerDownload(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["client", "state"], name="layerdownload_client_state")]
 
     def __str__(self) -> str:
         return f"download {self.pk} ({self.gzip_digest[:19]}, {self.state})"

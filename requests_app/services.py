@@ -21,7 +21,7 @@ from credentials.callers import Caller
 from credentials.policy import url_destination_check
 from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
-from requests_app.downloads import layer_download_create_or_join
+from requests_app.downloads import layer_download_cap_check, layer_download_create_or_join_all
 from requests_app.layers import LayerSpec, decode_data_layer
 from requests_app.models import ContainerRequest, InjectedLayer, LayerDownload
 from requests_app.oci.tokens import token_mark_revoked
@@ -128,6 +128,7 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
     if spec.dry_run:
         return Accepted(request=None, source=ref)
 
+    layer_download_cap_check(layers=layers, client=caller.rate_limit_key)  # before anything is stored
     for layer in layers:
         if layer.data is not None:
             blob_store_put(layer.gzip_digest, layer.data)
@@ -159,7 +160,8 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
             # One statement needs no transaction of its own; with layers, the rows land together or not at all.
             with transaction.atomic() if layers else contextlib.nullcontext():
                 request.save(force_insert=True)
-                InjectedLayer.objects.bulk_create(_layer_rows(request, layers, stored=stored))
+                rows = _layer_rows(request, layers, stored=stored, client=caller.rate_limit_key)
+                InjectedLayer.objects.bulk_create(rows)
         except IntegrityError:
             continue  # token collision: 48 bits make it rare, a new token fixes it
         return Accepted(request=request, source=ref)
@@ -172,10 +174,13 @@ def _verified_before(layer: LayerSpec) -> bool:
     )
 
 
-def _layer_rows(request: ContainerRequest, layers: list[LayerSpec], *, stored: set[str]) -> list[InjectedLayer]:
+def _layer_rows(
+    request: ContainerRequest, layers: list[LayerSpec], *, stored: set[str], client: str
+) -> list[InjectedLayer]:
     """Rows for the layers, inside the request's transaction. Inline ones are ready at once; each http one
-    joins the download of its exact layer (ready at once when that one is ready and its blob `stored`)."""
-    downloads = _downloads_joined(layers, stored=stored)
+    joins the download of its exact layer (ready at once when that one is ready and its blob `stored`);
+    the downloads it starts count against `client`'s cap (requests_app.downloads)."""
+    downloads = layer_download_create_or_join_all(layers=layers, stored=stored, client=client)
     rows = []
     for layer in layers:
         download = downloads.get(layer.position)
@@ -196,24 +201,6 @@ def _layer_rows(request: ContainerRequest, layers: list[LayerSpec], *, stored: s
             )
         )
     return rows
-
-
-def _downloads_joined(layers: list[LayerSpec], *, stored: set[str]) -> dict[int, LayerDownload]:
-    """The download of each http layer, by position; created or joined in one order (by identity), so that
-    two requests naming the same layers never wait on each other's row locks in opposite orders."""
-    joined = {}
-    for layer in sorted((layer for layer in layers if not layer.is_inline), key=_identity):
-        joined[layer.position] = layer_download_create_or_join(
-            url=layer.url, gzip_size=layer.gzip_size, gzip_digest=layer.gzip_digest, tar_digest=layer.tar_digest,
-            is_blob_stored=layer.gzip_digest in stored,
-        )  # fmt: skip
-    return joined
-
-
-def _identity(layer: LayerSpec) -> str:
-    return LayerDownload.identity_of(
-        url=layer.url, gzip_size=layer.gzip_size, gzip_digest=layer.gzip_digest, tar_digest=layer.tar_digest
-    )
 
 
 def container_request_revoke(*, token: str) -> ContainerRequest:

@@ -60,7 +60,10 @@ ERRORS = {
     ),
     413: OpenApiResponse(ErrorMessageSerializer, description="Request body too large."),
     415: OpenApiResponse(ErrorMessageSerializer, description="The body is not `application/json`."),
-    429: OpenApiResponse(ErrorMessageSerializer, description="Rate limit exceeded; see `Retry-After`."),
+    429: OpenApiResponse(
+        ErrorMessageSerializer,
+        description="Rate limit exceeded, or too many layer downloads of this client in progress; see `Retry-After`.",
+    ),
     **SERVICE_ERRORS,
     501: OpenApiResponse(ErrorMessageSerializer, description="Builds are not available yet."),
     503: OpenApiResponse(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from wave_site.celery import QUEUES
+from wave_site.celery import PROCESS_POOL_QUEUES, QUEUES, THREAD_POOL_QUEUES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,12 +18,12 @@ def load_compose() -> dict:
 
 def test_compose_runs_every_part_of_the_service() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"postgres", "redis", "registry", "web", "worker", "beat"}
+    assert set(services) == {"postgres", "redis", "registry", "web", "worker", "downloads", "beat"}
 
 
-def test_web_worker_and_beat_share_one_image_built_from_the_repo() -> None:
+def test_web_workers_and_beat_share_one_image_built_from_the_repo() -> None:
     services = load_compose()["services"]
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "downloads", "beat"):
         build = services[name]["build"]
         assert (REPO / build["context"] / build["dockerfile"]).is_file()
         assert services[name]["image"] == "wave-django:latest"
@@ -49,13 +49,22 @@ def test_every_variable_compose_sets_is_one_the_settings_read() -> None:
         assert f'"{name}"' in settings_source, name
 
 
-def test_worker_consumes_every_queue_and_beat_schedules() -> None:
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_workers_consume_every_queue_downloads_in_threads_and_beat_schedules() -> None:
+    """As `manage.py run`: builds and the reaper in processes, layer downloads in a thread pool of their own."""
     services = load_compose()["services"]
-    worker = services["worker"]["command"]
-    assert worker[:5] == ["python", "-m", "celery", "-A", "wave_site"]
-    assert "worker" in worker
-    assert worker[worker.index("--queues") + 1] == ",".join(QUEUES)
+    worker, downloads = services["worker"]["command"], services["downloads"]["command"]
+    for command in (worker, downloads):
+        assert command[:6] == ["python", "-m", "celery", "-A", "wave_site", "worker"]
+    assert (option(worker, "--queues"), option(worker, "--pool")) == (",".join(PROCESS_POOL_QUEUES), "prefork")
+    assert (option(downloads, "--queues"), option(downloads, "--pool")) == (",".join(THREAD_POOL_QUEUES), "threads")
+    assert option(downloads, "--concurrency") == "16"
+    assert sorted([*PROCESS_POOL_QUEUES, *THREAD_POOL_QUEUES]) == sorted(QUEUES)
     assert services["worker"]["privileged"] is True
+    assert "privileged" not in services["downloads"]
     assert "beat" in services["beat"]["command"]
 
 

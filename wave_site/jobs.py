@@ -2,7 +2,10 @@
 
 A job is a row claimed by its task with a compare-and-set that writes a claim id; while the task
 works, a heartbeat thread proves the claim alive; a reaper re-queues rows whose heartbeat went stale.
-Layer downloads use these (requests_app.downloads); builds reuse them.
+Layer downloads use these (requests_app.downloads); builds reuse them. A task that finds a store down
+logs one line (`outage_logged`) and leaves its row to the reaper. Everything here is safe in a thread
+pool: database connections are per thread, and none is held while a job waits on the network. A worker
+stopping (`jobs_stop`) makes every job of its process give its row back to the queue at once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,35 @@ from contextlib import contextmanager
 
 from django.db import DatabaseError, connection, connections
 
+from wave_site.errors import outage_of
+
 logger = logging.getLogger(__name__)
+_stopping = threading.Event()
+# The wake-up events of this process's heartbeats. No lock: `jobs_stop` runs in a signal handler, which
+# must not wait for one; adding, discarding and copying a set are each atomic under the GIL.
+_beating: set[threading.Event] = set()
+
+
+_after_stop: list[Callable[[], None]] = []
+
+
+def jobs_stop() -> None:
+    """This process stops (a worker's warm shutdown): every heartbeat gives its job back at once."""
+    _stopping.set()
+    for wake in tuple(_beating):
+        wake.set()
+
+
+def jobs_after_stop(callback: Callable[[], None]) -> None:
+    """Run `callback` once this process's worker no longer takes tasks (`jobs_stopped`): a job given back
+    is sent again then, so that the stopping worker does not take it up again itself."""
+    _after_stop.append(callback)
+
+
+def jobs_stopped() -> None:
+    """The worker stopped taking tasks: run what `jobs_after_stop` deferred."""
+    while _after_stop:
+        _after_stop.pop(0)()
 
 
 def new_claim_id() -> str:
@@ -37,35 +68,82 @@ def release_connection() -> None:
 
 
 @contextmanager
-def heartbeat(beat: Callable[[], bool], *, every: float) -> Iterator[threading.Event]:
+def heartbeat(
+    beat: Callable[[], bool], *, every: float, give_back: Callable[[], bool] | None = None
+) -> Iterator[threading.Event]:
     """Call `beat` every `every` seconds from a thread while the block runs.
 
     `beat` updates the row by primary key and claim id and says whether it still holds the claim. The
-    event yielded is set once it does not (the reaper took the job from us): the block should stop
-    without writing. A beat that fails on the database is skipped and its connection dropped, so that the
-    next one connects again (a restarted database breaks every open connection). A thread keeps beating
-    through blocking calls (a slow read, an upload), which a check inside a loop would not.
+    event yielded is set once it does not (the reaper took the job from us), or once `give_back` put the
+    job back in the queue because the worker is stopping: the block should stop without writing. A beat
+    that fails on the database is skipped. Each beat gives its connection back (to the pool) at once: the
+    next one takes a fresh one (a restarted database breaks every open connection), and many jobs beating
+    hold no connections between beats. A thread keeps beating through blocking calls (a slow read, an
+    upload), which a check inside a loop would not.
     """
     lost = threading.Event()
-    stop = threading.Event()
+    done = threading.Event()  # the block ended
+    wake = threading.Event()  # the block ended, or the worker is stopping
 
     def run() -> None:
         try:
-            while not stop.wait(every):
+            while not done.is_set():
+                wake.wait(every)
+                if done.is_set():
+                    return
+                if give_back is not None and _stopping.is_set():
+                    hand_back(give_back)
+                    return
                 try:
                     if not beat():
                         lost.set()
                         return
                 except DatabaseError as exc:
                     logger.warning("heartbeat skipped: %s", type(exc).__name__)
+                finally:
                     connections.close_all()  # this thread's connections only
         finally:
             connections.close_all()  # this thread's connections only
 
+    def hand_back(give_back: Callable[[], bool]) -> None:
+        try:
+            give_back()
+        except DatabaseError as exc:  # the reaper re-queues it once its heartbeat is stale
+            logger.warning("job not given back: %s", type(exc).__name__)
+        lost.set()
+
+    _beating.add(wake)
+    if _stopping.is_set():
+        wake.set()
     thread = threading.Thread(target=run, name="job-heartbeat", daemon=True)
     thread.start()
     try:
         yield lost
     finally:
-        stop.set()
+        _beating.discard(wake)
+        done.set()
+        wake.set()
         thread.join()
+
+
+def is_worker_stopping() -> bool:
+    """Whether `jobs_stop` was called in this process."""
+    return _stopping.is_set()
+
+
+@contextmanager
+def outage_logged(what: str, *, then: str) -> Iterator[None]:
+    """Around a task's body: the database or Redis down is one WARNING line (`what`: store unreachable
+    (cause); `then`), no traceback, and the task ends; anything else propagates.
+
+    An outage is expected, `/health` names it, and the job's row tells the reaper what to do once the
+    store is back; Celery would otherwise log an ERROR with a traceback for every task meanwhile.
+    """
+    try:
+        yield
+    except Exception as exc:
+        store = outage_of(exc)
+        if store is None:
+            raise
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        logger.warning("%s: %s unreachable (%s); %s", what, store, lines[0][:200], then)

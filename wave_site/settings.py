@@ -192,7 +192,14 @@ else:
 
 # --- Celery (wave_site/celery.py reads the CELERY_ names) -------------------------------------
 WAVE_BUILD_TIMEOUT = env_int("WAVE_BUILD_TIMEOUT", 900, minimum=10)
+# Builds and the periodic tasks run in prefork processes; layer downloads (I/O-bound) in a worker of their own
+# with a thread per download, so that slow layer servers never hold back builds, the reaper or each other.
 WAVE_WORKER_CONCURRENCY = env_int("WAVE_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
+WAVE_DOWNLOAD_CONCURRENCY = env_int("WAVE_DOWNLOAD_CONCURRENCY", 16, minimum=1, maximum=256)
+# Layer downloads one client (Tower user, else IP) may have queued or running at once: a request that would
+# start more is refused (429, or 400 when it alone needs more); 0 = no cap. Below WAVE_DOWNLOAD_CONCURRENCY,
+# one client never takes every download slot.
+WAVE_MAX_ACTIVE_DOWNLOADS_PER_CLIENT = env_int("WAVE_MAX_ACTIVE_DOWNLOADS_PER_CLIENT", 8, minimum=0)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_SERIALIZER = "json"
@@ -368,11 +375,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Outages of the database or Redis are one WARNING line each, without a traceback, in every process.
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["outages"]}},
     "root": {"handlers": ["console"], "level": WAVE_LOG_LEVEL},
     "filters": {
         "expected_refusals": {"()": "wave_site.log_filters.ExpectedRefusalFilter"},
-        "broker_outage": {"()": "wave_site.log_filters.BrokerOutageFilter"},
+        "outages": {"()": "wave_site.log_filters.OutageFilter"},
     },
     # Quiet even at DEBUG: botocore logs request headers and credential responses (session tokens, keys), and
     # httpx every URL it fetches (layer URLs may carry credentials or signatures).
@@ -384,9 +392,7 @@ LOGGING = {
         # With the database down the pool warns at each reconnection attempt, several lines each; the requests
         # that fail meanwhile log one line each (wave_site.errors) and /health says what is down.
         "psycopg.pool": {"level": "ERROR"},
-        # A 501 (or any refusal) is an answer, not an error: WARNING, not ERROR.
+        # A refusal, and a 501-504 the service answers on purpose, are answers, not errors: WARNING, not ERROR.
         "django.request": {"filters": ["expected_refusals"]},
-        # Beat fails to send each periodic task while the broker is down: one WARNING line each, no traceback.
-        "celery.beat": {"filters": ["broker_outage"]},
     },
 }

@@ -4,8 +4,10 @@ time, claim, heartbeat, finish; deadlines and rates per read; reasons without se
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,25 +18,31 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
+from django.test import Client
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from requests_app.downloads import (
     layer_download_claim,
     layer_download_create_or_join,
+    layer_download_create_or_join_all,
     layer_download_enqueue,
     layer_download_finish,
     layer_download_heartbeat,
     layer_download_run,
 )
+from requests_app.layers import LayerSpec
 from requests_app.models import ContainerRequest, InjectedLayer, LayerDownload
+from tests.conftest import PushedImage
 from tests.requests_app.conftest import Post
 from tests.support.http_files import FileServer
 from tests.support.layers import Layer, make_layer
+from tests.support.servers import start_private_redis
 from tests.support.service import REPO
-from tests.support.worker import worker_environment
+from tests.support.worker import start_worker, worker_environment
 from wave_site.blobstore import blob_key, blob_read
+from wave_site.errors import TooManyRequests
 
 Capture = Callable[..., object]
 
@@ -272,6 +280,291 @@ def test_a_broker_that_is_down_loses_nothing_at_enqueue(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20  # no publishing retries
     assert "layer download 7 not sent (Error 111 connecting to 127.0.0.1:9. Connection refused.): " \
         "the reaper sends it later" in result.stderr  # fmt: skip
+
+
+# --- One client's cap ----------------------------------------------------------------------------
+
+
+def body_with(image: str, *layers: tuple[Layer, str]) -> dict[str, object]:
+    return {"containerImage": image,
+            "containerConfig": {"layers": [layer.as_request(location=url) for layer, url in layers]}}  # fmt: skip
+
+
+def stored_counts() -> tuple[int, int, int]:
+    return ContainerRequest.objects.count(), InjectedLayer.objects.count(), LayerDownload.objects.count()
+
+
+@pytest.mark.django_db
+def test_a_client_over_its_download_cap_is_refused_and_nothing_is_stored(
+    post: Post, image: str, client: Client, file_server: FileServer, settings: Settings,
+    django_capture_on_commit_callbacks: Capture,
+) -> None:  # fmt: skip
+    settings.WAVE_MAX_ACTIVE_DOWNLOADS_PER_CLIENT = 2
+    layers = {name: make_layer({f"{name}.txt": name.encode()}) for name in ("a", "b", "c", "d", "e")}
+    file_server.files.update({f"{name}.tar.gz": layer.gzip_bytes for name, layer in layers.items()})
+
+    def at(name: str) -> tuple[Layer, str]:
+        return layers[name], f"{file_server.url}/{name}.tar.gz"
+
+    assert post(body_with(image, at("a"), at("b"))).status_code == 200  # two downloads queued: the cap
+    before = stored_counts()
+    inline = make_layer({"inline.txt": b"inline\n"})
+    refused_body = body_with(image, at("c"))
+    refused_body["containerConfig"]["layers"].append(inline.as_request())  # type: ignore[index]
+    with django_capture_on_commit_callbacks() as callbacks:
+        refused = post(refused_body)
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "message": "Too many layer downloads in progress for this client (2 queued or running, this request needs "
+        "1 more, at most 2 at once) - retry in 30 seconds"
+    }
+    assert refused["Retry-After"] == "30"
+    assert stored_counts() == before
+    assert enqueued(callbacks) == []
+    assert not blob_exists_for(inline.gzip_digest)  # not even the inline layer's blob
+
+    # Joining downloads already queued starts nothing and is served; so is another client.
+    assert post(body_with(image, at("b"), at("a"))).status_code == 200
+    other = client.post("/container-token", data=json.dumps(body_with(image, at("c"), at("d"))),
+                        content_type="application/json", REMOTE_ADDR="192.0.2.99")  # fmt: skip
+    assert other.status_code == 200, other.content
+    downloads = dict(LayerDownload.objects.values_list("url", "client"))
+    assert downloads == {at("a")[1]: "ip:192.0.2.10", at("b")[1]: "ip:192.0.2.10",
+                         at("c")[1]: "ip:192.0.2.99", at("d")[1]: "ip:192.0.2.99"}  # fmt: skip
+
+    # Once its downloads are done the client may start more.
+    for pk in LayerDownload.objects.filter(client="ip:192.0.2.10").values_list("pk", flat=True):
+        assert layer_download_run(download_pk=pk) == "ready"
+    assert post(body_with(image, at("e"))).status_code == 200
+    assert LayerDownload.objects.get(url=at("e")[1]).client == "ip:192.0.2.10"
+
+
+def blob_exists_for(digest: str) -> bool:
+    return (settings.STORAGES["default"]["OPTIONS"]["location"] / blob_key(digest)).exists()
+
+
+@pytest.mark.django_db
+def test_a_request_needing_more_downloads_than_the_cap_is_a_bad_request(
+    post: Post, image: str, file_server: FileServer, settings: Settings
+) -> None:
+    settings.WAVE_MAX_ACTIVE_DOWNLOADS_PER_CLIENT = 2
+    layers = [make_layer({f"{n}.txt": b"x" * n}) for n in range(3)]
+    response = post(body_with(image, *[(layer, f"{file_server.url}/{n}.tar.gz") for n, layer in enumerate(layers)]))
+    assert response.status_code == 400
+    assert response.json() == {
+        "message": "This request needs 3 layer downloads; a client may have at most 2 queued or running at once"
+    }
+    assert stored_counts() == (0, 0, 0)
+
+    settings.WAVE_MAX_ACTIVE_DOWNLOADS_PER_CLIENT = 0  # no cap
+    assert post(body_with(image, *[(layer, f"{file_server.url}/{n}.tar.gz") for n, layer in enumerate(layers)])
+                ).status_code == 200  # fmt: skip
+    assert stored_counts() == (1, 3, 3)
+
+
+def spec_of(number: int) -> LayerSpec:
+    digit = "56789abcdef"[number]
+    return LayerSpec(position=0, url=f"https://layers.invalid/{number}.tgz", gzip_digest="sha256:" + digit * 64,
+                     gzip_size=10, tar_digest="sha256:" + digit * 64, data=None)  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_of_one_client_are_counted_one_after_the_other(settings: Settings) -> None:
+    """The cap is exact: a second request of the same client waits for the first one's transaction, then
+    counts its downloads (without the lock, each would see one download and both would pass)."""
+    settings.WAVE_MAX_ACTIVE_DOWNLOADS_PER_CLIENT = 2
+    LayerDownload.objects.create(identity="0" * 64, url="https://layers.invalid/held.tgz", gzip_size=1,
+                                 gzip_digest="sha256:" + "0" * 64, tar_digest="sha256:" + "0" * 64,
+                                 client="ip:192.0.2.7")  # fmt: skip
+    first_inside, release_first = threading.Event(), threading.Event()
+    outcomes: list[str] = []
+
+    def request(number: int, *, hold: bool) -> None:
+        try:
+            with transaction.atomic():
+                layer_download_create_or_join_all(layers=[spec_of(number)], stored=set(), client="ip:192.0.2.7")
+                if hold:
+                    first_inside.set()
+                    release_first.wait(10)
+            outcomes.append(f"{number} accepted")
+        except TooManyRequests:
+            outcomes.append(f"{number} refused")
+
+    threads = [in_thread(lambda: request(1, hold=True))]
+    assert first_inside.wait(10)
+    threads.append(in_thread(lambda: request(2, hold=False)))
+    time.sleep(0.5)
+    assert outcomes == []  # the second waits for the first
+    release_first.set()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(outcomes) == ["1 accepted", "2 refused"]
+    assert sorted(LayerDownload.objects.values_list("url", flat=True)) == [
+        "https://layers.invalid/1.tgz", "https://layers.invalid/held.tgz",
+    ]  # fmt: skip
+
+
+# Accepts requests as the API does, from the worker's own environment: `[client address, body]` pairs.
+POST_AS_CLIENTS = """
+import json, os
+from django.test import Client
+answers = []
+for address, body in json.loads(os.environ["POSTS"]):
+    response = Client(REMOTE_ADDR=address).post("/container-token", data=json.dumps(body),
+                                                 content_type="application/json")
+    answers.append([response.status_code, response.json()])
+print("ANSWERS=" + json.dumps(answers))
+"""
+CLIENT_LAYERS = """
+SELECT r.client_ip, l.position, l.state, d.client, r.created_at, l.finished_at
+FROM requests_app_injectedlayer l
+JOIN requests_app_containerrequest r ON r.id = l.request_id
+JOIN requests_app_layerdownload d ON d.id = l.download_id
+ORDER BY r.id, l.position
+"""
+
+
+def as_time(value: object) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", ["redis", "embedded"])
+def test_one_clients_slow_layers_do_not_hold_back_another_clients_layer(
+    mode: str, tmp_path: Path, anonymous_image: PushedImage, file_server: FileServer
+) -> None:
+    """`manage.py run`'s downloads worker (a thread per download; 4 here), each client capped at 2 downloads:
+    client A's slow layers take two threads and its next request is refused; client B's small layer is
+    downloaded at once. (Before: one process pool of 2 for everything, no cap: B waited for A's layers.)"""
+    file_server.slow_seconds = 12
+    layers = {name: make_layer({f"{name}.txt": name.encode()}) for name in ("a1", "a2", "a3", "a4", "b")}
+    file_server.files.update({f"{name}.tar.gz": layer.gzip_bytes for name, layer in layers.items()})
+
+    def at(name: str) -> tuple[Layer, str]:
+        path = f"/{name}.tar.gz" if name == "b" else f"/slow/{name}.tar.gz"
+        return layers[name], f"{file_server.url}{path}"
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env = {"WAVE_MAX_ACTIVE_DOWNLOADS_PER_CLIENT": "2", "WAVE_LAYER_DOWNLOAD_RATE_WINDOW": "60"}
+    with start_private_redis() as redis:
+        if mode == "redis":
+            database = connection.settings_dict
+            database_url = (f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:"
+                            f"{database['PORT']}/{database['NAME']}")  # fmt: skip
+            redis_url: str | None = redis.url
+        else:
+            database_url = redis_url = None
+        environment = worker_environment(database_url=database_url, redis_url=redis_url, data_dir=data_dir,
+                                         ssrf_allow="127.0.0.1", env=env)  # fmt: skip
+
+        def manage(*args: str, **extra: str) -> str:
+            result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env={**environment, **extra},
+                                    capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+            assert result.returncode == 0, result.stdout + result.stderr
+            return result.stdout
+
+        def rows() -> list[tuple[object, ...]]:
+            if mode == "redis":
+                with connection.cursor() as cursor:
+                    cursor.execute(CLIENT_LAYERS)
+                    return list(cursor.fetchall())
+            with sqlite3.connect(data_dir / "wave.sqlite3", timeout=20) as database:
+                return list(database.execute(CLIENT_LAYERS).fetchall())
+
+        if mode == "embedded":
+            manage("migrate", "--no-input", "-v", "0")
+        worker = start_worker(
+            database_url=database_url, redis_url=redis_url, data_dir=data_dir, ssrf_allow="127.0.0.1",
+            pool="threads", concurrency=4, queues="layers", env=env,
+        )  # fmt: skip
+        try:
+            image = anonymous_image.reference
+            posts = [["192.0.2.1", body_with(image, at("a1"), at("a2"))],
+                     ["192.0.2.1", body_with(image, at("a3"), at("a4"))],
+                     ["192.0.2.2", body_with(image, at("b"))]]  # fmt: skip
+            output = manage("shell", "-c", POST_AS_CLIENTS, POSTS=json.dumps(posts))
+            answers = json.loads(output.split("ANSWERS=", 1)[1])
+            assert [status for status, _ in answers] == [200, 429, 200], answers
+            assert answers[1][1]["message"].startswith("Too many layer downloads in progress for this client (2 ")
+
+            def b_ready() -> list[tuple[object, ...]]:
+                return [row for row in rows() if row[0] == "192.0.2.2" and row[2] == "ready"]
+
+            deadline = time.monotonic() + 10
+            while not b_ready() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            found = rows()
+            assert [row[:4] for row in found] == [
+                ("192.0.2.1", 0, "pending", "ip:192.0.2.1"), ("192.0.2.1", 1, "pending", "ip:192.0.2.1"),
+                ("192.0.2.2", 0, "ready", "ip:192.0.2.2"),
+            ], worker.output()[-3000:]  # fmt: skip
+            waited = as_time(found[2][5]) - as_time(found[2][4])
+            assert waited < dt.timedelta(seconds=5), waited
+
+            deadline = time.monotonic() + 30  # A's layers end too, in their threads
+            while any(row[2] != "ready" for row in rows()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert [row[2] for row in rows()] == ["ready", "ready", "ready"], worker.output()[-3000:]
+        finally:
+            worker.stop()
+    assert "Traceback" not in worker.output()
+    assert " ERROR" not in worker.output()
+
+
+QUEUE_DOWNLOAD = """
+import json, os
+from django.db import transaction
+from requests_app.downloads import layer_download_create_or_join
+with transaction.atomic():
+    layer_download_create_or_join(**json.loads(os.environ["FETCHED"]), is_blob_stored=False, client="ip:192.0.2.3")
+"""
+
+
+@pytest.mark.slow
+def test_a_stopping_downloads_worker_gives_its_downloads_back_at_once(tmp_path: Path, drip_server: DripServer) -> None:
+    """A warm shutdown does not wait for a download to end (a thread cannot be killed): the download goes back
+    to the queue, its attempt not counted, and the next worker takes it up at once (embedded mode)."""
+    layer = make_layer({"given-back.txt": b"given back\n" * 20})
+    drip_server.serve(head=http_head(len(layer.gzip_bytes)), body=layer.gzip_bytes, interval=0.2)
+    fetched = {"url": f"{drip_server.url}/given-back.tar.gz", "gzip_size": len(layer.gzip_bytes),
+               "gzip_digest": layer.gzip_digest, "tar_digest": layer.tar_digest}  # fmt: skip
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env = worker_environment(database_url=None, redis_url=None, data_dir=data_dir, ssrf_allow="127.0.0.1")
+    for command in (["migrate", "--no-input", "-v", "0"], ["shell", "-c", QUEUE_DOWNLOAD]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=REPO, env={**env, "FETCHED": json.dumps(fetched)},
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+
+    def download() -> tuple[object, ...]:
+        with sqlite3.connect(data_dir / "wave.sqlite3", timeout=20) as database:
+            query = "SELECT state, claimed_by, attempts FROM requests_app_layerdownload"
+            return tuple(database.execute(query).fetchone())
+
+    worker = start_worker(database_url=None, redis_url=None, data_dir=data_dir, ssrf_allow="127.0.0.1",
+                          pool="threads", concurrency=4, queues="layers")  # fmt: skip
+    try:
+        wait_for(lambda: download()[0] == "running", timeout=30)
+        time.sleep(1)  # mid-download: the whole layer takes a minute at this rate
+        started = time.monotonic()
+        worker.stop()
+        stopped = time.monotonic() - started
+    finally:
+        worker.stop()
+    assert stopped < 8, worker.output()[-3000:]
+    assert worker.process.returncode == 0
+    assert download() == ("queued", "", 0)
+    assert "layer download 1 given back to the queue: its worker is stopping" in worker.output()
+
+    drip_server.interval = 0  # the next worker downloads it at once, from the message sent at the stop
+    worker = worker.restart()
+    try:
+        wait_for(lambda: download()[0] == "ready", timeout=20)
+    finally:
+        worker.stop()
+    assert download()[2] == 1
+    assert "Traceback" not in worker.output()
 
 
 # --- Claim, heartbeat, finish ---------------------------------------------------------------------

@@ -117,13 +117,45 @@ def test_reaper_sends_again_a_queued_download_no_worker_took(django_capture_on_c
         assert layer_download_reap() == Reaped(requeued=0, failed=0, resent=1)
     assert sent(callbacks) == [lost.pk]
     lost.refresh_from_db()
-    assert lost.state == "queued"
-    assert timezone.now() - lost.queued_at < dt.timedelta(seconds=5)  # its clock restarted
-    assert LayerDownload.objects.get(pk=waiting.pk).queued_at < timezone.now() - dt.timedelta(seconds=4)
+    assert (lost.state, lost.resends) == ("queued", 1)
+    assert lost.sent_at is not None
+    assert timezone.now() - lost.sent_at < dt.timedelta(seconds=5)  # its clock restarted
+    assert lost.queued_at < timezone.now() - dt.timedelta(seconds=60)  # still queued since then
+    assert LayerDownload.objects.get(pk=waiting.pk).sent_at is None
 
     with django_capture_on_commit_callbacks() as callbacks:
         assert layer_download_reap() == Reaped(requeued=0, failed=0, resent=0)
     assert sent(callbacks) == []
+
+
+def test_a_backlog_of_queued_downloads_is_sent_again_with_a_doubling_wait(
+    settings: Settings, django_capture_on_commit_callbacks: Capture
+) -> None:
+    """12 downloads waiting behind busy workers for 10 minutes, reaped every 30 s: each is sent again after
+    1, 2 and 4 stale periods (3 duplicates each), not once per stale period (9 each, 108 in all)."""
+    settings.WAVE_LAYER_DOWNLOAD_STALE_AFTER = 60
+    start = timezone.now()
+    backlog = [make_download("queued", url=f"https://e.org/{n}", queued_at=start) for n in range(12)]
+    resent_at: dict[int, list[int]] = {download.pk: [] for download in backlog}
+    for tick in range(1, 21):
+        with django_capture_on_commit_callbacks() as callbacks:
+            layer_download_reap(now=start + dt.timedelta(seconds=30 * tick + 1))
+        for pk in sent(callbacks):
+            resent_at[pk].append(30 * tick)
+    assert resent_at == {download.pk: [60, 180, 420] for download in backlog}
+
+    # The wait stops doubling at 16 stale periods; a download queued again starts over at one.
+    LayerDownload.objects.all().delete()
+    capped = make_download("queued", url="https://e.org/capped", queued_at=start, resends=9, sent_at=start)
+    with django_capture_on_commit_callbacks() as callbacks:
+        layer_download_reap(now=start + dt.timedelta(seconds=16 * 60 - 1))
+        layer_download_reap(now=start + dt.timedelta(seconds=16 * 60 + 1))
+    assert sent(callbacks) == [capped.pk]
+    running = make_download("running", url="https://e.org/dead", claimed_by="dead:1:dd", attempts=1,
+                            heartbeat_at=start, resends=3, sent_at=start)  # fmt: skip
+    layer_download_reap(now=start + dt.timedelta(seconds=61))
+    running.refresh_from_db()
+    assert (running.state, running.resends, running.sent_at) == ("queued", 0, None)
 
 
 def scratch(age: float) -> Path:

@@ -1,5 +1,6 @@
 """A real Celery worker for tests whose tasks must really run: on the test database and broker, or embedded
-(SQLite and the filesystem broker in its own data dir); killed whole or by pool child, started again."""
+(SQLite and the filesystem broker in its own data dir); in a pool of processes, or of threads as `manage.py
+run`'s downloads worker; killed whole or by pool child, started again."""
 
 from __future__ import annotations
 
@@ -88,23 +89,26 @@ def start_worker(
     pool: str = "solo",
     beat: bool = False,
     concurrency: int = 1,
+    queues: str = "layers,default",
     env: dict[str, str] | None = None,
 ) -> Worker:
     """A worker on `database_url` and `redis_url`, or embedded (see `worker_environment`; its database must
-    be migrated already). `beat` runs Celery beat inside it (the reaper)."""
+    be migrated already). `beat` runs Celery beat inside it (the reaper); `pool="threads"` with
+    `queues="layers"` is `manage.py run`'s downloads worker."""
     environment = worker_environment(
         database_url=database_url, redis_url=redis_url, data_dir=data_dir, ssrf_allow=ssrf_allow, env=env
     )
-    command = [sys.executable, "-m", "celery", "-A", "wave_site", "worker", "--queues", "layers,default",
+    command = [sys.executable, "-m", "celery", "-A", "wave_site", "worker", "--queues", queues,
                "--pool", pool, "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-mingle",
-               "--without-gossip", "--hostname", f"test-{os.getpid()}@%h"]  # fmt: skip
+               "--without-gossip", "--hostname", f"test-{os.getpid()}-{queues.replace(',', '-')}@%h"]  # fmt: skip
     if beat:
         command.append("--beat")
     return _launch(command, environment, data_dir)
 
 
 def _launch(command: list[str], env: dict[str, str], data_dir: Path) -> Worker:
-    log = data_dir / "worker.log"
+    queues = command[command.index("--queues") + 1]
+    log = data_dir / ("worker.log" if queues == "layers,default" else f"worker-{queues.replace(',', '-')}.log")
     with open(log, "ab") as output:
         start = output.tell()
         process = subprocess.Popen(

@@ -46,11 +46,12 @@ def assert_stops_cleanly(service: RunningService, signum: int = signal.SIGTERM) 
     no cold shutdown, no ERROR line (Celery's prefork children are stopped by their own main process)."""
     assert service.pids(), "no process of the service was found"
     # A worker signalled before Celery installed its handlers just dies (no warm shutdown to observe).
-    wait_until(
-        lambda: re.search(r"worker\s*\|.* ready\.", service.log()) is not None,
-        timeout=60,
-        what="the worker to be ready",
-    )
+    for worker in ("worker", "downloads"):
+        wait_until(
+            lambda worker=worker: re.search(rf"{worker}\s*\|.* ready\.", service.log()) is not None,
+            timeout=60,
+            what=f"the {worker} worker to be ready",
+        )
     started = time.monotonic()
     os.killpg(service.process.pid, signum)
     service.process.wait(timeout=30)
@@ -63,8 +64,9 @@ def assert_stops_cleanly(service: RunningService, signum: int = signal.SIGTERM) 
     assert "SIGQUIT" not in stopping
     assert "ForkPoolWorker" not in stopping
     assert not [line for line in stopping.splitlines() if " ERROR" in line or "Traceback" in line]
-    assert "worker: Warm shutdown (MainProcess)" in stopping
-    assert re.search(r"system\s*\| worker stopped \(rc=0\)", stopping)
+    for worker in ("worker", "downloads"):
+        assert re.search(rf"{worker}\s*\| worker: Warm shutdown \(MainProcess\)", stopping), worker
+        assert re.search(rf"system\s*\| {worker} stopped \(rc=0\)", stopping), worker
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{service.url}/service-info", timeout=2)
 
@@ -141,10 +143,18 @@ def test_embedded_service_serves_every_page_and_stops_cleanly(
     assert status["succeeded"] is True
 
     output = embedded.log()
-    for name in ("web", "worker", "beat", "system"):
+    for name in ("web", "worker", "downloads", "beat", "system"):
         assert re.search(rf"^\d\d:\d\d:\d\d {name}\s*\| ", output, re.MULTILINE), f"no output prefixed {name}"
-    for name in ("registry", "web", "worker", "beat"):
+    for name in ("registry", "web", "worker", "downloads", "beat"):
         assert re.search(rf"system\s*\| {name} started \(pid=\d+\)", output), f"{name} did not start"
+    # Builds and the reaper in processes; layer downloads in threads, a worker of their own.
+    assert re.search(r"worker\s*\|\s+\.> builds\s+exchange=builds", output)
+    assert re.search(r"worker\s*\|\s+\.> default\s+exchange=default", output)
+    assert re.search(r"worker\s*\| .*\.> concurrency: \d+ \(prefork\)", output)
+    assert re.search(r"downloads\s*\|\s+\.> layers\s+exchange=layers", output)
+    assert re.search(r"downloads\s*\| .*\.> concurrency: 16 \(thread\)", output)
+    assert not re.search(r"worker\s*\|\s+\.> layers", output)
+    assert re.search(r"downloads\s*\| .*Task requests_app.layer_download\[[0-9a-f-]+\] succeeded", output)
     assert "ready." in output  # the Celery worker connected to its broker
     assert "Error ID" not in output
     assert_stops_cleanly(embedded)

@@ -1,8 +1,9 @@
 """`manage.py run` (what `make run` calls): migrate, then run every process of the service together.
 
-Processes: the local build registry (only when WAVE_BUILD_REPO is unset), the ASGI web server, one
-Celery worker and Celery beat. Output is prefixed per process; SIGINT or SIGTERM stops them all, and
-when one of them exits the others are stopped too.
+Processes: the local build registry (only when WAVE_BUILD_REPO is unset), the ASGI web server, two
+Celery workers (`worker`: builds and periodic tasks in WAVE_WORKER_CONCURRENCY processes; `downloads`:
+layer downloads in WAVE_DOWNLOAD_CONCURRENCY threads) and Celery beat. Output is prefixed per process;
+SIGINT or SIGTERM stops them all, and when one of them exits the others are stopped too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from wave_site.celery import QUEUES
+from wave_site.celery import PROCESS_POOL_QUEUES, THREAD_POOL_QUEUES
 from wave_site.config import commit_id
 from wave_site.process_manager import ServiceManager
 
@@ -79,6 +80,20 @@ def proxy_header_options(trusted: list[str]) -> list[str]:
     return ["--forwarded-allow-ips", ",".join(trusted)] if trusted else ["--no-proxy-headers"]
 
 
+def celery_worker_command(
+    python: str, *, name: str, queues: tuple[str, ...], pool: str, concurrency: int, port: int, log_level: str
+) -> list[str]:
+    """A Celery worker of the service; `name` and the port make its node name unique on this host."""
+    return [
+        python, "-m", "celery", "-A", "wave_site", "worker",
+        "--queues", ",".join(queues),
+        "--pool", pool,
+        "--concurrency", str(concurrency),
+        "--hostname", f"wave-{name}-{port}@%h",
+        "--loglevel", log_level,
+    ]  # fmt: skip
+
+
 def banner(*, data_dir: Path, registry_address: str | None) -> str:
     """What a user needs first: the URL images are named after, where to push test images, where data is."""
     authority = urlsplit(settings.WAVE_SERVER_URL).netloc
@@ -95,7 +110,7 @@ def banner(*, data_dir: Path, registry_address: str | None) -> str:
 
 
 class Command(BaseCommand):
-    help = "Migrate, then start the local registry (if needed), web server, Celery worker and beat."
+    help = "Migrate, then start the local registry (if needed), web server, Celery workers and beat."
     requires_system_checks = []  # the checks run once in the web process; start-up stays fast
 
     def add_arguments(self, parser: Any) -> None:
@@ -117,8 +132,8 @@ class Command(BaseCommand):
         if not port_is_free(settings.WAVE_PORT, settings.WAVE_BIND or "0.0.0.0"):
             raise CommandError(f"WAVE_PORT {settings.WAVE_PORT} is already in use")
 
-        # The worker's Celery children stop through a warm shutdown of their main process (process_manager).
-        manager = ServiceManager(warm_shutdown=frozenset({"worker"}))
+        # A worker's pool stops through a warm shutdown of its main process (process_manager).
+        manager = ServiceManager(warm_shutdown=frozenset({"worker", "downloads"}))
         registry_address = None
         if settings.WAVE_LOCAL_REGISTRY:
             binary = shutil.which("docker-registry")
@@ -149,19 +164,21 @@ class Command(BaseCommand):
             "--timeout-graceful-shutdown", "5",
             *proxy_header_options(settings.WAVE_TRUSTED_PROXIES),
         ]  # fmt: skip
-        worker = [
-            python, "-m", "celery", "-A", "wave_site", "worker",
-            "--queues", ",".join(QUEUES),
-            "--concurrency", str(settings.WAVE_WORKER_CONCURRENCY),
-            "--hostname", f"wave-worker-{settings.WAVE_PORT}@%h",
-            "--loglevel", settings.WAVE_LOG_LEVEL,
-        ]  # fmt: skip
+        worker = celery_worker_command(
+            python, name="worker", queues=PROCESS_POOL_QUEUES, pool="prefork",
+            concurrency=settings.WAVE_WORKER_CONCURRENCY, port=settings.WAVE_PORT, log_level=settings.WAVE_LOG_LEVEL,
+        )  # fmt: skip
+        # Downloads wait on the network: threads, many of them, and never in the way of the reaper or builds.
+        downloads = celery_worker_command(
+            python, name="downloads", queues=THREAD_POOL_QUEUES, pool="threads",
+            concurrency=settings.WAVE_DOWNLOAD_CONCURRENCY, port=settings.WAVE_PORT, log_level=settings.WAVE_LOG_LEVEL,
+        )  # fmt: skip
         beat = [
             python, "-m", "celery", "-A", "wave_site", "beat",
             "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
             "--loglevel", settings.WAVE_LOG_LEVEL,
         ]  # fmt: skip
-        for name, command in (("web", web), ("worker", worker), ("beat", beat)):
+        for name, command in (("web", web), ("worker", worker), ("downloads", downloads), ("beat", beat)):
             # `exec`: honcho starts each command through a shell; the process itself must be the one signalled.
             manager.add_process(name, "exec " + shlex.join(command), env=env, cwd=str(settings.BASE_DIR))
 
