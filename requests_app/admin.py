@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST
 
 from requests_app.models import ContainerRequest, GeneratedDocument, InjectedLayer, LayerDownload
 from requests_app.services import container_request_revoke
-from wave_site.errors import NotFound
+from wave_site.errors import UnknownResource
 from wave_site.redact import redact_url
 
 
@@ -226,7 +226,7 @@ class ContainerRequestAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse("admin:requests_app_containerrequest_changelist"))
         try:
             container_request_revoke(token=obj.token)
-        except NotFound:
+        except UnknownResource:
             self.message_user(request, f"Token {obj.token} was already expired or revoked.", messages.WARNING)
         else:
             self.message_user(request, f"Token {obj.token} revoked: pulls with it are refused.", messages.SUCCESS)
@@ -239,7 +239,7 @@ class ContainerRequestAdmin(ReadOnlyAdmin):
             try:
                 container_request_revoke(token=token)
                 revoked += 1
-            except NotFound:
+            except UnknownResource:
                 continue  # already expired or revoked
         self.message_user(request, f"{revoked} token(s) revoked.", messages.SUCCESS)
 

@@ -51,7 +51,7 @@ from requests_app.fetch import FetchCancelled, LayerFetchError, fetch_verified
 from requests_app.layers import LayerSpec
 from requests_app.models import InjectedLayer, LayerDownload
 from wave_site.blobstore import blob_exists, blob_key, blob_scratch_file, blob_store_put_file
-from wave_site.errors import BadRequest, TooManyRequests, unexpected_error_message
+from wave_site.errors import InvalidRequest, RateLimited, unexpected_error_message
 from wave_site.jobs import heartbeat, is_worker_stopping, jobs_after_stop, new_claim_id, release_connection
 from wave_site.redact import redact_url
 
@@ -85,7 +85,7 @@ def layer_download_create_or_join_all(
 
     Created or joined in one order (by identity), so that two requests naming the same layers never wait on
     each other's row locks in opposite orders; the client's requests one at a time, so that the downloads
-    they start are counted exactly: beyond the cap, BadRequest or TooManyRequests is raised (and the caller's
+    they start are counted exactly: beyond the cap, InvalidRequest or RateLimited is raised (and the caller's
     transaction, with every row it wrote, is rolled back). `stored`: gzip digests whose blob is stored.
     """
     http = sorted((layer for layer in layers if not layer.is_inline), key=_identity)
@@ -168,16 +168,16 @@ def _serialize_client(client: str) -> None:
 
 
 def _refuse_over_cap(*, client: str, active: int, adding: int) -> None:
-    """BadRequest when `adding` downloads alone exceed the cap, TooManyRequests when `active` ones leave too few."""
+    """InvalidRequest when `adding` downloads alone exceed the cap, RateLimited when `active` ones leave too few."""
     cap = settings.WAVE_MAX_ACTIVE_DOWNLOADS_PER_CLIENT
     if cap <= 0 or adding == 0 or active + adding <= cap:
         return
     if adding > cap:
-        raise BadRequest(
+        raise InvalidRequest(
             f"This request needs {adding} layer downloads; a client may have at most {cap} queued or running at once"
         )
     logger.info("request of %s refused: %d layer downloads queued or running, %d more asked", client, active, adding)
-    raise TooManyRequests(
+    raise RateLimited(
         f"Too many layer downloads in progress for this client ({active} queued or running, this request needs "
         f"{adding} more, at most {cap} at once) - retry in {CAP_RETRY_AFTER} seconds",
         retry_after=CAP_RETRY_AFTER,

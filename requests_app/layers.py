@@ -9,7 +9,7 @@ import io
 import zlib
 from dataclasses import dataclass
 
-from wave_site.errors import BadRequest
+from wave_site.errors import InvalidRequest
 
 CHUNK = 1024 * 1024
 
@@ -77,19 +77,19 @@ def decode_data_layer(location: str, *, gzip_digest: str, gzip_size: int, tar_di
     try:
         gzip_bytes = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest("Invalid container layer data - make sure it encoded as a base64 string") from None
+        raise InvalidRequest("Invalid container layer data - make sure it encoded as a base64 string") from None
     if len(gzip_bytes) != gzip_size:
-        raise BadRequest(
+        raise InvalidRequest(
             f"Container layer gzip size does not match - expected {gzip_size} bytes, got {len(gzip_bytes)}"
         )
     actual = f"sha256:{hashlib.sha256(gzip_bytes).hexdigest()}"
     if actual != gzip_digest:
-        raise BadRequest(f"Container layer gzip digest does not match - expected '{gzip_digest}', got '{actual}'")
+        raise InvalidRequest(f"Container layer gzip digest does not match - expected '{gzip_digest}', got '{actual}'")
     try:
         # Bounded: a small gzip bomb must not cost minutes of CPU on the request path.
         actual_tar = tar_digest_of(gzip_bytes, limit=max(64 * len(gzip_bytes), 64 * 1024 * 1024))
     except zlib.error:
-        raise BadRequest("Container layer data is not a valid gzip stream") from None
+        raise InvalidRequest("Container layer data is not a valid gzip stream") from None
     if actual_tar != tar_digest:
-        raise BadRequest(f"Container layer tar digest does not match - expected '{tar_digest}', got '{actual_tar}'")
+        raise InvalidRequest(f"Container layer tar digest does not match - expected '{tar_digest}', got '{actual_tar}'")
     return gzip_bytes

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from wave_site.cache import cache_acount, cache_count
-from wave_site.errors import TooManyRequests
+from wave_site.errors import RateLimited
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ class Window:
         return self.limit.window + 5
 
     def check(self, used: int) -> None:
-        """TooManyRequests once `used` events passed the limit."""
+        """RateLimited once `used` events passed the limit."""
         if used <= self.limit.count:
             return
         retry_after = max(1, int(self.start + self.limit.window - self.now))
         kind, count, unit = self.limit.kind, self.limit.count, self.limit.unit
-        raise TooManyRequests(
+        raise RateLimited(
             f"Request exceeded {kind} rate limit of {count} per {unit} - retry in {retry_after} seconds",
             retry_after=retry_after,
         )
@@ -70,7 +70,7 @@ def _window(kind: str, key: str, now: float | None) -> Window | None:
 
 
 def rate_limit_acquire(*, kind: str, key: str, now: float | None = None) -> None:
-    """Count one `kind` event for `key` (Tower user id or client IP); TooManyRequests past the limit."""
+    """Count one `kind` event for `key` (Tower user id or client IP); RateLimited past the limit."""
     window = _window(kind, key, now)
     if window is not None:
         window.check(cache_count(window.key, timeout=window.ttl))

@@ -30,13 +30,13 @@ from requests_app.selectors import layer_download_verified
 from requests_app.specs import ContainerRequestSpec, RequestedLayer
 from requests_app.upstream import upstream_check
 from wave_site.blobstore import blob_key, blob_store_put
-from wave_site.errors import BadRequest, NotFound, ServiceUnavailable, WaveError
+from wave_site.errors import FeatureUnavailable, InvalidRequest, TemporarilyUnavailable, UnknownResource
 
 logger = logging.getLogger(__name__)
 
 
-class BuildsUnavailable(WaveError):
-    status_code = 501
+class BuildsUnavailable(FeatureUnavailable):
+    """Builds (containerFile, conda, spack, packages, freeze, mirror) are not offered yet."""
 
 
 def new_token() -> str:
@@ -61,7 +61,7 @@ def _layer_specs(layers: tuple[RequestedLayer, ...]) -> list[LayerSpec]:
             try:
                 url_destination_check(layer.location)
             except DestinationRefusedError as exc:
-                raise BadRequest(exc.message) from None
+                raise InvalidRequest(exc.message) from None
         else:
             payload = decode_data_layer(
                 layer.location, gzip_digest=layer.gzip_digest, gzip_size=layer.gzip_size, tar_digest=layer.tar_digest
@@ -165,7 +165,7 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
         except IntegrityError:
             continue  # token collision: 48 bits make it rare, a new token fixes it
         return Accepted(request=request, source=ref)
-    raise ServiceUnavailable("Could not allocate a container token, retry later")
+    raise TemporarilyUnavailable("Could not allocate a container token, retry later")
 
 
 def _verified_before(layer: LayerSpec) -> bool:
@@ -213,10 +213,10 @@ def container_request_revoke(*, token: str) -> ContainerRequest:
     now = timezone.now()
     active = ContainerRequest.objects.filter(token=token, revoked_at__isnull=True, expires_at__gt=now)
     if not active.exists():
-        raise NotFound(f"Unknown container token '{token}'")
+        raise UnknownResource(f"Unknown container token '{token}'")
     token_mark_revoked(token=token)
     if active.update(revoked_at=now) != 1:  # revoked or expired meanwhile: the mark is right all the same
-        raise NotFound(f"Unknown container token '{token}'")
+        raise UnknownResource(f"Unknown container token '{token}'")
     logger.info("container token %s revoked", token)
     return ContainerRequest.objects.get(token=token)
 

@@ -23,7 +23,7 @@ from registry.reference import SHA256_DIGEST, ImageReference
 from registry.ssrf import DestinationRefusedError
 from requests_app.oci.manifests import upstream_check_key
 from wave_site.cache import shared_cache
-from wave_site.errors import OUTAGE_RETRY_AFTER, BadRequest, ServiceUnavailable
+from wave_site.errors import OUTAGE_RETRY_AFTER, InvalidRequest, TemporarilyUnavailable
 from wave_site.redact import redact_url
 
 # Index entries that are not images of a platform: BuildKit's attestation manifests say `unknown/unknown`.
@@ -37,11 +37,11 @@ def _upstream_errors(shown_name: str) -> Iterator[None]:
     try:
         yield
     except DestinationRefusedError as exc:
-        raise BadRequest(exc.message) from None
+        raise InvalidRequest(exc.message) from None
     except (ManifestUnknownError, RegistryUnauthorizedError, RegistryDeniedError):
-        raise BadRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
+        raise InvalidRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
     except RegistryError as exc:
-        raise ServiceUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
+        raise TemporarilyUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
 
 
 def platforms_key(ref: ImageReference, *, identity: str) -> str:
@@ -140,6 +140,6 @@ def upstream_check(ref: ImageReference, *, shown_name: str, platform: Platform |
     if not platforms or (not named and not is_index) or any(platform.matches(offered) for offered in platforms):
         return digest
     names = ", ".join(dict.fromkeys(platform_name(offered) for offered in platforms))
-    raise BadRequest(
+    raise InvalidRequest(
         f"Container image '{shown_name}' is not available for platform '{platform}' - available platforms: {names}"
     )

@@ -1,6 +1,6 @@
 """The reference's validation rules for container requests, with its exact messages; the typed spec.
 
-Pure functions over the already type-checked request fields (wire names): each raises BadRequest with
+Pure functions over the already type-checked request fields (wire names): each raises InvalidRequest with
 the text clients search for. Order follows the reference: the kind of request, then encodings and
 sizes, then names, platform and repositories, then the container config and its layers.
 `container_request_spec` runs them all and returns the `ContainerRequestSpec` services take.
@@ -23,7 +23,7 @@ from registry.platform import InvalidPlatformError, Platform, parse_platform
 from registry.reference import ImageReference, InvalidReferenceError, parse_image, parse_repository
 from requests_app.models import ContainerRequest
 from requests_app.specs import BuildSpec, ContainerConfigSpec, ContainerRequestSpec, RequestedLayer, TowerSpec
-from wave_site.errors import BadRequest
+from wave_site.errors import InvalidRequest
 from wave_site.redact import redact_url
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -37,7 +37,7 @@ def decode_base64(value: str, attribute: str) -> bytes:
 
     `QR==` decodes, but its unused bits are not zero: no encoder writes it.
     """
-    invalid = BadRequest(f"Invalid '{attribute}' attribute - make sure it encoded as a base64 string")
+    invalid = InvalidRequest(f"Invalid '{attribute}' attribute - make sure it encoded as a base64 string")
     try:
         decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -67,18 +67,18 @@ def is_build_request(data: Mapping[str, Any]) -> bool:
 def check_request_kind(data: Mapping[str, Any], *, v2: bool) -> None:
     if v2:
         if data.get("containerFile") and data.get("packages"):
-            raise BadRequest("Attribute `containerFile` and `packages` conflicts each other")
+            raise InvalidRequest("Attribute `containerFile` and `packages` conflicts each other")
         if data.get("condaFile"):
-            raise BadRequest("Attribute `condaFile` is deprecated - use `packages` instead")
+            raise InvalidRequest("Attribute `condaFile` is deprecated - use `packages` instead")
     elif data.get("packages"):
-        raise BadRequest("Attribute `packages` is not allowed")
+        raise InvalidRequest("Attribute `packages` is not allowed")
     if data.get("containerImage") and data.get("containerFile"):
-        raise BadRequest("Attributes 'containerImage' and 'containerFile' cannot be used in the same request")
+        raise InvalidRequest("Attributes 'containerImage' and 'containerFile' cannot be used in the same request")
     has_source = any(data.get(k) for k in ("containerImage", "containerFile", "condaFile", "spackFile", "packages"))
     if not has_source and data.get("containerImage") is None:
-        raise BadRequest("Specify either 'containerImage' or 'containerFile' attribute")
+        raise InvalidRequest("Specify either 'containerImage' or 'containerFile' attribute")
     if data.get("freeze") and not data.get("buildRepository"):
-        raise BadRequest("Attribute `buildRepository` must be specified when using freeze mode")
+        raise InvalidRequest("Attribute `buildRepository` must be specified when using freeze mode")
 
 
 @dataclass(frozen=True)
@@ -99,17 +99,17 @@ def check_build_files(data: Mapping[str, Any]) -> Recipes:
     container_file = data.get("containerFile")
     if container_file:
         if len(container_file) > settings.WAVE_CONTAINER_FILE_MAX_SIZE:
-            raise BadRequest(
+            raise InvalidRequest(
                 f"Container file size exceeds the maximum allowed size of {settings.WAVE_CONTAINER_FILE_MAX_SIZE} bytes"
             )
         container_text = _text(decode_base64(container_file, "containerFile"))
         for path in FORBIDDEN_CONTAINER_FILE_PATHS:
             if path in container_text:
-                raise BadRequest(f"Invalid container file - it must not access '{path}'")
+                raise InvalidRequest(f"Invalid container file - it must not access '{path}'")
     conda_file = data.get("condaFile")
     if conda_file:
         if len(conda_file) > settings.WAVE_CONDA_FILE_MAX_SIZE:
-            raise BadRequest(
+            raise InvalidRequest(
                 f"Conda file size exceeds the maximum allowed size of {settings.WAVE_CONDA_FILE_MAX_SIZE} bytes"
             )
         conda_text = _text(decode_base64(conda_file, "condaFile"))
@@ -126,9 +126,9 @@ def check_image(data: Mapping[str, Any]) -> ImageReference | None:
         ref = parse_image(value)
     except InvalidReferenceError as exc:
         # A name written as a URL may carry credentials (`https://user:pass@host/...`): never send them back.
-        raise BadRequest(exc.message.replace(value, shown_name(value))) from None
+        raise InvalidRequest(exc.message.replace(value, shown_name(value))) from None
     if ref.digest and any((data.get("containerConfig") or {}).values()):
-        raise BadRequest(
+        raise InvalidRequest(
             "Container requests made using a SHA256 as tag does not support the 'containerConfig' attribute"
         )
     return ref
@@ -138,7 +138,7 @@ def check_platform(value: str | None) -> Platform:
     try:
         return parse_platform(value)
     except InvalidPlatformError as exc:
-        raise BadRequest(exc.message) from None
+        raise InvalidRequest(exc.message) from None
 
 
 def check_repository(value: str | None, *, label: str) -> None:
@@ -146,15 +146,15 @@ def check_repository(value: str | None, *, label: str) -> None:
     if not value:
         return
     if "://" in value:
-        raise BadRequest(f"{label} should not include any protocol prefix - offending value: '{shown_name(value)}'")
+        raise InvalidRequest(f"{label} should not include any protocol prefix - offending value: '{shown_name(value)}'")
     if "/" not in value.strip("/"):
-        raise BadRequest(f"{label} is invalid or incomplete - offending value: '{shown_name(value)}'")
+        raise InvalidRequest(f"{label} is invalid or incomplete - offending value: '{shown_name(value)}'")
     if ":" in value.rsplit("/", 1)[1] or "@" in value:
-        raise BadRequest(f"{label} should not include any tag suffix - offending value: '{shown_name(value)}'")
+        raise InvalidRequest(f"{label} should not include any tag suffix - offending value: '{shown_name(value)}'")
     try:
         parse_repository(value)
     except ValueError:
-        raise BadRequest(f"{label} is invalid or incomplete - offending value: '{shown_name(value)}'") from None
+        raise InvalidRequest(f"{label} is invalid or incomplete - offending value: '{shown_name(value)}'") from None
 
 
 def check_env(entries: list[str]) -> None:
@@ -163,7 +163,7 @@ def check_env(entries: list[str]) -> None:
         name, equals, _value = entry.partition("=")
         if not equals or not name:
             shown = entry[:60]
-            raise BadRequest(
+            raise InvalidRequest(
                 f"Invalid container config 'env' entry - expected the form NAME=value, offending value: '{shown}'"
             )
 
@@ -174,7 +174,7 @@ def check_config_size(config: Mapping[str, Any]) -> None:
     size = len(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode())
     limit = settings.WAVE_MAX_CONFIG_BYTES
     if size > limit:
-        raise BadRequest(
+        raise InvalidRequest(
             f"Container config size exceeds the maximum allowed size of {limit} bytes"
             " (entrypoint, cmd, env and workingDir together)"
         )
@@ -183,22 +183,22 @@ def check_config_size(config: Mapping[str, Any]) -> None:
 def check_layer_fields(layer: Mapping[str, Any], index: int) -> RequestedLayer:
     location = layer.get("location") or ""
     if len(location) > settings.WAVE_LAYER_MAX_SIZE:
-        raise BadRequest("Container layer exceeds the maximum allowed size")
+        raise InvalidRequest("Container layer exceeds the maximum allowed size")
     if not location.startswith(("data:", "http://", "https://")):
         shown = shown_name(location)[:60]
-        raise BadRequest(
+        raise InvalidRequest(
             f"Container layer location must be an http(s) URL or a 'data:' payload - offending value: '{shown}'"
         )
     if not location.startswith("data:") and NOT_IN_URL.search(location):
         # A URL is sent as it is written: a CR/LF would split the request line, a space is no URL at all.
         shown = shown_name(location)[:80]
-        raise BadRequest(
+        raise InvalidRequest(
             f"Container layer location must not contain spaces or control characters - offending value: '{shown}'"
         )
     for attribute in ("gzipDigest", "tarDigest"):
         value = layer.get(attribute) or ""
         if not SHA256.fullmatch(value):
-            raise BadRequest(f"Invalid container layer '{attribute}' attribute - offending value: '{value}'")
+            raise InvalidRequest(f"Invalid container layer '{attribute}' attribute - offending value: '{value}'")
     return RequestedLayer(
         location=location, gzip_digest=layer["gzipDigest"], gzip_size=layer["gzipSize"], tar_digest=layer["tarDigest"]
     )

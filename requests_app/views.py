@@ -41,7 +41,7 @@ from requests_app.services import container_request_create, container_request_re
 from requests_app.status import container_request_status
 from requests_app.validation import container_request_spec
 from wave_site.authentication import OperatorBasicAuthentication
-from wave_site.errors import NotFound, WaveError
+from wave_site.errors import RequestTooLarge, UnknownResource
 from wave_site.serializers import ErrorMessageSerializer
 
 TOKEN = re.compile(r"[0-9a-f]{12}")
@@ -76,10 +76,6 @@ NOT_FOUND = {
     404: OpenApiResponse(ErrorMessageSerializer, description="Unknown, expired or revoked token."),
     **SERVICE_ERRORS,
 }
-
-
-class RequestTooLarge(WaveError):
-    status_code = 413
 
 
 class ContainerRequestView(APIView):
@@ -136,7 +132,7 @@ class ContainerTokenV2View(ContainerRequestView):
 def active_request(token: str) -> ContainerRequest:
     request = container_request_get_active(token=token) if TOKEN.fullmatch(token) else None
     if request is None:
-        raise NotFound(f"Unknown container token '{token}'")
+        raise UnknownResource(f"Unknown container token '{token}'")
     return request
 
 
@@ -185,7 +181,7 @@ class ContainerTokenDetailView(APIView):
     )
     def delete(self, request: Request, token: str) -> Response:
         if not TOKEN.fullmatch(token):
-            raise NotFound(f"Unknown container token '{token}'")
+            raise UnknownResource(f"Unknown container token '{token}'")
         container_request_revoke(token=token)
         return Response(status=200)
 

@@ -22,7 +22,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from wave_site.cache import shared_cache
-from wave_site.errors import TooManyRequests
+from wave_site.errors import RateLimited
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -39,12 +39,12 @@ def _window(now: float | None) -> tuple[float, int, int]:
 
 
 def login_throttle_check(*, address: str, now: float | None = None) -> None:
-    """TooManyRequests when `address` has used up its failed logins for the current window."""
+    """RateLimited when `address` has used up its failed logins for the current window."""
     now, window_start, window = _window(now)
     failures = shared_cache().get(login_failures_key(address=address, window_start=window_start), 0)
     if failures >= settings.WAVE_LOGIN_MAX_FAILURES:
         retry_after = max(1, int(window_start + window - now))
-        raise TooManyRequests(
+        raise RateLimited(
             f"Too many failed logins from this address - retry in {retry_after} seconds", retry_after=retry_after
         )
 

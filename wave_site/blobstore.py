@@ -21,10 +21,10 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from wave_site.errors import ServiceUnavailable
+from wave_site.errors import TemporarilyUnavailable
 
 
-class BlobStoreUnavailable(ServiceUnavailable):
+class BlobStoreUnavailable(TemporarilyUnavailable):
     """The store did not answer or refused us (not: the blob is missing, which is FileNotFoundError)."""
 
 

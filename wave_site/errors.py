@@ -34,9 +34,11 @@ logger = logging.getLogger("wave.errors")
 
 
 class WaveError(Exception):
-    """An error the client caused or must know about; `message` is shown to the client as is."""
+    """An error the client caused or must know about; `message` is shown to the client as is.
 
-    status_code = 400
+    Domain code raises these by what happened, never by HTTP status: the API maps each kind to its
+    status once, in `HTTP_STATUS` (the `/v2` proxy maps its own errors in `requests_app.oci.errors`).
+    """
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -44,31 +46,49 @@ class WaveError(Exception):
         self.headers = headers or {}
 
 
-class BadRequest(WaveError):
-    status_code = 400
+class InvalidRequest(WaveError):
+    """The request breaks a rule; the message names it (the reference's wording where it has one)."""
 
 
-class Unauthorized(WaveError):
-    status_code = 401
+class UnknownResource(WaveError):
+    """What the request names does not exist for this caller (an unknown, expired or revoked token)."""
 
 
-class Forbidden(WaveError):
-    status_code = 403
+class RequestTooLarge(WaveError):
+    """The request body is larger than the service accepts."""
 
 
-class NotFound(WaveError):
-    status_code = 404
-
-
-class TooManyRequests(WaveError):
-    status_code = 429
+class RateLimited(WaveError):
+    """The caller asked too often; `Retry-After` says when to try again."""
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
-class ServiceUnavailable(WaveError):
-    status_code = 503
+class FeatureUnavailable(WaveError):
+    """A capability this service does not offer (yet)."""
+
+
+class TemporarilyUnavailable(WaveError):
+    """Something the answer depends on (a registry, the blob store) cannot be reached now."""
+
+
+HTTP_STATUS: dict[type[WaveError], int] = {
+    InvalidRequest: 400,
+    UnknownResource: 404,
+    RequestTooLarge: 413,
+    RateLimited: 429,
+    FeatureUnavailable: 501,
+    TemporarilyUnavailable: 503,
+}
+
+
+def http_status_of(exc: WaveError) -> int:
+    """The status of an application error: its kind's, or the closest base kind's in HTTP_STATUS."""
+    for kind in type(exc).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return 400
 
 
 def new_error_id() -> str:
@@ -190,7 +210,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own "already logged" mark
         return response
     if isinstance(exc, WaveError):
-        status, message, headers = exc.status_code, exc.message, exc.headers
+        status, message, headers = http_status_of(exc), exc.message, exc.headers
     elif isinstance(exc, drf_exceptions.ParseError):
         status, message = 400, "Malformed JSON request body"
     elif isinstance(exc, drf_exceptions.UnsupportedMediaType):
@@ -232,7 +252,7 @@ class ErrorIdMiddleware(MiddlewareMixin):
         oci = request.path.startswith("/v2/")  # registry clients read the distribution spec's error body
         headers: dict[str, str] = {}
         if isinstance(exception, WaveError):  # e.g. the login throttle on the admin's login form
-            status, message, headers = exception.status_code, exception.message, exception.headers
+            status, message, headers = http_status_of(exception), exception.message, exception.headers
             code = OCI_CODES.get(status, "UNKNOWN")
         elif isinstance(exception, RequestDataTooBig):
             status, code, message = 413, "SIZE_INVALID", request_too_large_message()

@@ -32,7 +32,7 @@ from registry.errors import API_VERSION, API_VERSION_HEADER, STATUS, OciCode, er
 from registry.platform import InvalidPlatformError
 from registry.ssrf import DestinationRefusedError
 from wave_site.blobstore import BlobStoreUnavailable
-from wave_site.errors import TooManyRequests
+from wave_site.errors import RateLimited
 
 
 class ProxyError(Exception):
@@ -120,7 +120,7 @@ RULES: tuple[tuple[type[Exception], OciCode, int | None], ...] = (
     (AugmentError, OciCode.UNKNOWN, 400),
     (InvalidPlatformError, OciCode.UNKNOWN, 400),  # stored by an earlier version that accepted more platforms
     (DestinationRefusedError, OciCode.DENIED, 400),
-    (TooManyRequests, OciCode.TOOMANYREQUESTS, None),
+    (RateLimited, OciCode.TOOMANYREQUESTS, None),
     (BlobStoreUnavailable, OciCode.UNAVAILABLE, None),
 )
 ANSWERED: tuple[type[Exception], ...] = (ProxyError, *(kind for kind, _, _ in RULES))

@@ -42,7 +42,7 @@ from tests.support.servers import start_private_redis
 from tests.support.service import REPO
 from tests.support.worker import start_worker, worker_environment
 from wave_site.blobstore import blob_key, blob_read
-from wave_site.errors import TooManyRequests
+from wave_site.errors import RateLimited
 
 Capture = Callable[..., object]
 
@@ -387,7 +387,7 @@ def test_concurrent_requests_of_one_client_are_counted_one_after_the_other(setti
                     first_inside.set()
                     release_first.wait(10)
             outcomes.append(f"{number} accepted")
-        except TooManyRequests:
+        except RateLimited:
             outcomes.append(f"{number} refused")
 
     threads = [in_thread(lambda: request(1, hold=True))]

@@ -8,7 +8,7 @@ from pytest_django.fixtures import Settings
 from requests_app.models import ContainerRequest
 from requests_app.ratelimit import rate_limit_acquire
 from tests.requests_app.conftest import Post
-from wave_site.errors import TooManyRequests
+from wave_site.errors import RateLimited
 
 DOCKERFILE = base64.b64encode(b"FROM busybox\n").decode()
 
@@ -27,7 +27,7 @@ def test_pull_limit_per_minute_per_key(settings: Settings) -> None:
     now = 1_800_000_030.0  # 30 s into a minute
     for _ in range(3):
         rate_limit_acquire(kind="pull", key="ip:192.0.2.1", now=now)
-    with pytest.raises(TooManyRequests) as error:
+    with pytest.raises(RateLimited) as error:
         rate_limit_acquire(kind="pull", key="ip:192.0.2.1", now=now)
     assert error.value.headers == {"Retry-After": "30"}
     assert error.value.message == "Request exceeded pull rate limit of 3 per minute - retry in 30 seconds"

@@ -27,7 +27,7 @@ from tests.conftest import PushedImage
 from tests.support.layers import make_layer
 from tests.support.servers import PrivateRedis, start_private_redis
 from wave_site.cache import shared_cache
-from wave_site.errors import BadRequest, NotFound, outage_of
+from wave_site.errors import InvalidRequest, UnknownResource, http_status_of, outage_of
 
 pytestmark = pytest.mark.django_db
 
@@ -146,7 +146,7 @@ def test_dry_run_checks_upstream_and_stores_nothing(
 
 def test_dry_run_of_a_missing_image_is_refused(anonymous_image: PushedImage) -> None:
     missing = f"{anonymous_image.registry.host}/library/nothing-here:1"
-    with pytest.raises(BadRequest) as error:
+    with pytest.raises(InvalidRequest) as error:
         container_request_create(spec=spec_for(missing, dry_run=True), caller=CALLER)
     assert error.value.message == f"Container image '{missing}' does not exist or access is not authorized"
 
@@ -157,7 +157,7 @@ def test_a_build_is_refused_before_anything_is_checked_or_stored(
     spec = spec_for("docker.io/library/busybox:1", image=None, build=BuildSpec(container_file="FROM busybox"))
     with django_capture_on_commit_callbacks() as callbacks, pytest.raises(BuildsUnavailable) as error:
         container_request_create(spec=spec, caller=CALLER)
-    assert error.value.status_code == 501
+    assert http_status_of(error.value) == 501
     assert (ContainerRequest.objects.count(), callbacks) == (0, [])
 
 
@@ -167,7 +167,7 @@ def test_a_refused_layer_host_stores_nothing(
     settings.WAVE_SSRF_ALLOW = [anonymous_image.registry.host.split(":")[0]]
     refused = dataclasses.replace(remote_layer("meta"), location="http://169.254.169.254/latest")
     config = ContainerConfigSpec(layers=(inline_layer("ok"), refused))
-    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(BadRequest) as error:
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(InvalidRequest) as error:
         container_request_create(spec=spec_for(anonymous_image.reference, config=config), caller=CALLER)
     assert error.value.message.startswith("Destination '169.254.169.254' is not allowed")
     assert (ContainerRequest.objects.count(), InjectedLayer.objects.count(), callbacks) == (0, 0, [])
@@ -178,7 +178,7 @@ def test_a_platform_the_image_lacks_stores_nothing(
     anonymous_image: PushedImage, django_capture_on_commit_callbacks: Capture
 ) -> None:
     spec = spec_for(anonymous_image.reference, platform=parse_platform("linux/arm64"))
-    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(BadRequest) as error:
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(InvalidRequest) as error:
         container_request_create(spec=spec, caller=CALLER)
     assert error.value.message == (
         f"Container image '{anonymous_image.reference}' is not available for platform 'linux/arm64'"
@@ -214,7 +214,7 @@ def test_revoke_of_an_inactive_token_is_not_found_and_changes_nothing(state: str
     elif state == "revoked":
         make_request("00000000000b", expires_at=now + dt.timedelta(hours=1), revoked_at=now - dt.timedelta(hours=1))
     before = list(ContainerRequest.objects.values("token", "revoked_at"))
-    with pytest.raises(NotFound) as error:
+    with pytest.raises(UnknownResource) as error:
         container_request_revoke(token="00000000000b")
     assert error.value.message == "Unknown container token '00000000000b'"
     assert list(ContainerRequest.objects.values("token", "revoked_at")) == before

@@ -14,7 +14,7 @@ from django.test import Client
 from tests.support.asgi_server import AsgiServer
 from tests.wave_site import hashers
 from wave_site.authentication import login_failure_record, login_throttle_check
-from wave_site.errors import TooManyRequests
+from wave_site.errors import RateLimited
 
 UNKNOWN_TOKEN_URL = "/container-token/0123456789ab"  # an operator who gets past authentication reads a 404
 ADDRESS = "10.0.0.1"
@@ -110,7 +110,7 @@ def test_throttle_counts_per_address_and_window(settings) -> None:
     for now in (start + 1, start + 2):
         login_throttle_check(address=ADDRESS, now=now)
         login_failure_record(address=ADDRESS, now=now)
-    with pytest.raises(TooManyRequests) as refused:
+    with pytest.raises(RateLimited) as refused:
         login_throttle_check(address=ADDRESS, now=start + 100)
     assert refused.value.headers == {"Retry-After": "200"}
     login_throttle_check(address=OTHER_ADDRESS, now=start + 100)

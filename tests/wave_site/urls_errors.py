@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from wave_site.errors import BadRequest, TooManyRequests
+from wave_site.errors import InvalidRequest, RateLimited
 
 
 class EchoInputSerializer(serializers.Serializer):
@@ -33,9 +33,9 @@ class FailingView(APIView):
     def get(self, request: Request) -> Response:
         kind = request.query_params.get("kind")
         if kind == "bad":
-            raise BadRequest("Specify either 'containerImage' or 'containerFile' attribute")
+            raise InvalidRequest("Specify either 'containerImage' or 'containerFile' attribute")
         if kind == "limit":
-            raise TooManyRequests("Request exceeded build rate limit", retry_after=42)
+            raise RateLimited("Request exceeded build rate limit", retry_after=42)
         raise KeyError("internal detail <secret-path>")
 
 

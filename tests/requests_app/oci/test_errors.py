@@ -32,7 +32,7 @@ from requests_app.oci.errors import (
     error_response,
     oci_view,
 )
-from wave_site.errors import TooManyRequests
+from wave_site.errors import RateLimited
 
 
 def body(response: HttpResponse) -> dict[str, object]:
@@ -55,7 +55,7 @@ def body(response: HttpResponse) -> dict[str, object]:
         (UnsafeReferenceError("not a digest"), 502, "UNKNOWN", {}),
         (AugmentError("The upstream manifest is malformed"), 400, "UNKNOWN", {}),
         (DestinationRefusedError("10.0.0.1", "it is private"), 400, "DENIED", {}),
-        (TooManyRequests("over the limit", retry_after=3), 429, "TOOMANYREQUESTS", {"Retry-After": "3"}),
+        (RateLimited("over the limit", retry_after=3), 429, "TOOMANYREQUESTS", {"Retry-After": "3"}),
     ],
 )
 def test_errors_map_to_oci_answers(error: Exception, status: int, code: str, headers: dict[str, str]) -> None:
