@@ -49,7 +49,7 @@ def test_celery_uses_redis_when_configured() -> None:
 @pytest.mark.parametrize("how", ["stop", "hang"])
 def test_publishing_to_a_broker_that_is_down_or_hung_fails_within_seconds(how: str) -> None:
     """An enqueue on the request path gives up quickly (the caller leaves its row queued for the reaper)."""
-    publisher = Celery("publish-test")
+    publisher = Celery("publish-test", set_as_current=False)
     publisher.config_from_object("django.conf:settings", namespace="CELERY")
     with start_private_redis() as broker:
         publisher.conf.broker_url = broker.url

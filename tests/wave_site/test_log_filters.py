@@ -50,7 +50,7 @@ def test_every_process_logs_through_the_outage_filter() -> None:
 
 def failing_scheduler(broker_url: str) -> tuple[Scheduler, ScheduleEntry]:
     """Beat's real scheduler on an app whose broker is `broker_url`."""
-    beat_app = Celery("beat-test")
+    beat_app = Celery("beat-test", set_as_current=False)
     beat_app.config_from_object("django.conf:settings", namespace="CELERY")
     beat_app.conf.broker_url = broker_url
     scheduler = Scheduler(beat_app, lazy=True)
@@ -86,7 +86,7 @@ def test_other_beat_errors_keep_their_traceback(caplog: pytest.LogCaptureFixture
     assert failures[0].exc_info is not None
 
 
-probe = Celery("probe")
+probe = Celery("probe", set_as_current=False)  # the service's app stays the current one for shared tasks
 
 
 @probe.task(name="probe.database_down")
