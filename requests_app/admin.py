@@ -117,7 +117,19 @@ def download_link(download: LayerDownload | None) -> SafeString | str:
     return format_html('<a href="{}">{} (attempts: {})</a>', url, download.state, download.attempts)
 
 
-class InjectedLayerInline(admin.TabularInline):
+class InjectedLayerColumns:
+    """The columns an injected layer shows wherever it is listed: its location redacted, its download's state."""
+
+    @admin.display(description="location")
+    def location(self, obj: InjectedLayer) -> str:
+        return shown_location(obj.url)
+
+    @admin.display(description="download")
+    def download_state(self, obj: InjectedLayer) -> SafeString | str:
+        return download_link(obj.download)
+
+
+class InjectedLayerInline(InjectedLayerColumns, admin.TabularInline):
     model = InjectedLayer
     extra = 0
     can_delete = False
@@ -130,14 +142,6 @@ class InjectedLayerInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: ContainerRequest | None = None) -> bool:
         return False
-
-    @admin.display(description="location")
-    def location(self, obj: InjectedLayer) -> str:
-        return shown_location(obj.url)
-
-    @admin.display(description="download")
-    def download_state(self, obj: InjectedLayer) -> SafeString | str:
-        return download_link(obj.download)
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -250,20 +254,12 @@ LAYER_FIELDS = InjectedLayer._meta.fields
 
 
 @admin.register(InjectedLayer)
-class InjectedLayerAdmin(ReadOnlyAdmin):
+class InjectedLayerAdmin(InjectedLayerColumns, ReadOnlyAdmin):
     list_display = ("digest", "request_token", "position", "kind", "gzip_size", "state", "reason")
     list_filter = ("state", "kind")
     search_fields = ("=gzip_digest", "=tar_digest", "request__token")
     list_select_related = ("request", "download")
     fields = readonly_fields = tuple(LAYER_FIELDS_SHOWN.get(field.name, field.name) for field in LAYER_FIELDS)
-
-    @admin.display(description="location")
-    def location(self, obj: InjectedLayer) -> str:
-        return shown_location(obj.url)
-
-    @admin.display(description="download")
-    def download_state(self, obj: InjectedLayer) -> SafeString | str:
-        return download_link(obj.download)
 
     @admin.display(description="gzip digest", ordering="gzip_digest")
     def digest(self, obj: InjectedLayer) -> SafeString:
