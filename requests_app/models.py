@@ -32,6 +32,11 @@ class ContainerRequest(models.Model):
     tower_workspace_id = models.BigIntegerField(null=True, blank=True)
     user_id = models.BigIntegerField(null=True, blank=True, help_text="Tower user, when the caller is known.")
     user_name = models.CharField(max_length=256, blank=True)
+    user_email = models.CharField(max_length=320, blank=True)
+    tower_auth = models.ForeignKey(
+        "credentials.TowerAuth", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The Tower session whose registry credentials the proxy pulls with.",
+    )  # fmt: skip
     build_id = models.CharField(max_length=128, blank=True, help_text="The build this request started or joined.")
     source_digest = models.CharField(max_length=80, blank=True)
     wave_digest = models.CharField(max_length=80, blank=True)
