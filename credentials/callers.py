@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
+
+from wave_site.errors import InvalidRequest
 
 LEGACY_TOWER_ENDPOINT = "https://api.tower.nf"
 CURRENT_TOWER_ENDPOINT = "https://api.cloud.seqera.io"
@@ -12,11 +15,12 @@ CURRENT_TOWER_ENDPOINT = "https://api.cloud.seqera.io"
 
 @dataclass(frozen=True)
 class Caller:
-    """The client IP, and the Tower user once the credentials issue identifies one."""
+    """The client IP, and the Tower user when the request carried a Tower token that identified one."""
 
     ip: str | None
     user_id: int | None = None
     user_name: str = ""
+    email: str = ""
 
     @property
     def rate_limit_key(self) -> str:
@@ -24,6 +28,29 @@ class Caller:
 
 
 def tower_endpoint_of(value: str | None) -> str:
-    """The Tower endpoint a request names (the configured default otherwise), legacy host rewritten."""
-    endpoint = (value or settings.WAVE_TOWER_ENDPOINT).rstrip("/")
+    """The Tower endpoint a request names (the configured default otherwise): the API base URL as given,
+    without a trailing `/`, the legacy host rewritten to its successor.
+
+    InvalidRequest unless it is an http(s) URL with a host and nothing else but a path (no user info,
+    query or fragment). Whether the service may contact it is the SSRF policy's call (credentials.policy).
+    """
+    endpoint = (value or settings.WAVE_TOWER_ENDPOINT).strip().rstrip("/")
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError on a port that is no number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or any(char.isspace() for char in endpoint)
+    ):
+        shown = endpoint[:200].replace("'", "")
+        raise InvalidRequest(
+            f"Invalid Tower endpoint '{shown}' - it must be an http(s) URL such as {CURRENT_TOWER_ENDPOINT}"
+        )
     return CURRENT_TOWER_ENDPOINT if endpoint == LEGACY_TOWER_ENDPOINT else endpoint

@@ -315,6 +315,19 @@ WAVE_RATE_LIMIT_PULLS_PER_MINUTE = env_int("WAVE_RATE_LIMIT_PULLS_PER_MINUTE", 0
 WAVE_TOWER_ENDPOINT = env_url(
     "WAVE_TOWER_ENDPOINT", "https://api.cloud.seqera.io", schemes=frozenset({"http", "https"})
 )
+# --- Credentials (credentials/) ---------------------------------------------------------------
+# A caller's registry credentials found in Tower are cached (sealed) for this many seconds; lookups that
+# fail are not cached. Tower calls time out after WAVE_TOWER_TIMEOUT s and are retried on network errors.
+WAVE_TOWER_CACHE_TTL = env_int("WAVE_TOWER_CACHE_TTL", 60, minimum=0, maximum=3600)
+WAVE_TOWER_TIMEOUT = env_int("WAVE_TOWER_TIMEOUT", 10, minimum=1, maximum=300)
+WAVE_TOWER_RETRIES = env_int("WAVE_TOWER_RETRIES", 2, minimum=0, maximum=10)
+# Pairing keys (POST /pairing): handed out for LEASE s, kept (decrypting) for RETENTION s after creation.
+WAVE_PAIRING_LEASE = env_int("WAVE_PAIRING_LEASE", 24 * 3600, minimum=60)
+WAVE_PAIRING_RETENTION = env_int("WAVE_PAIRING_RETENTION", 30 * 24 * 3600, minimum=120)
+if WAVE_PAIRING_RETENTION <= WAVE_PAIRING_LEASE:
+    raise ImproperlyConfigured("WAVE_PAIRING_RETENTION must be longer than WAVE_PAIRING_LEASE")
+# POST /validate-creds per client address and minute (each tries a password at a registry): 429 beyond.
+WAVE_VALIDATE_CREDS_PER_MINUTE = env_int("WAVE_VALIDATE_CREDS_PER_MINUTE", 10, minimum=1)
 
 WAVE_REGISTRY_CREDENTIALS = env_str("WAVE_REGISTRY_CREDENTIALS")
 if WAVE_REGISTRY_CREDENTIALS and not Path(WAVE_REGISTRY_CREDENTIALS).is_file():
