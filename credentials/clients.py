@@ -12,7 +12,8 @@ import httpx
 from django.conf import settings
 
 from credentials.policy import connect_check, destination_check
-from credentials.static import static_credentials
+from credentials.provider import credentials_lookup, service_credentials
+from credentials.sessions import TowerContext
 from registry.client import DEFAULT_TIMEOUT, RegistryClient
 from registry.ssrf import guarded_transport
 from wave_site.cache import shared_cache
@@ -24,8 +25,16 @@ def registry_client() -> RegistryClient:
     return RegistryClient(
         http=httpx.Client(transport=guarded_transport(connect_check), timeout=DEFAULT_TIMEOUT, follow_redirects=False),
         insecure=settings.WAVE_INSECURE_REGISTRIES,
-        credentials=static_credentials,
+        credentials=service_credentials,
         cache=shared_cache(),
         check_destination=destination_check,
         fingerprint_key=settings.SECRETS_ENCRYPTION_KEY,
     )
+
+
+def registry_client_with(tower: TowerContext | None) -> RegistryClient:
+    """The client that pulls for a caller: with their Tower credentials when they have a Tower session (the
+    service's own for its build and cache repositories), else with the service's; one pool either way."""
+    if tower is None:
+        return registry_client()
+    return registry_client().for_credentials(credentials_lookup(tower))

@@ -18,7 +18,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from credentials.callers import Caller
+from credentials.clients import registry_client_with
 from credentials.policy import url_destination_check
+from credentials.sessions import tower_caller_identify
 from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
 from requests_app.downloads import layer_download_cap_check, layer_download_create_or_join_all
@@ -102,13 +104,19 @@ class Accepted:
 
 
 def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> Accepted:
-    """Check a validated request against the network (layer hosts, source image upstream), store it
-    with its layers; the stored request.
+    """Check a validated request against the network (the Tower user, layer hosts, source image upstream
+    with the caller's credentials), store it with its layers; the stored request.
 
     Nothing is stored when any check fails. Network I/O (the upstream check) happens before the
     transaction; `data:` layers are verified in memory first and written to the blob store only
     once the request is known to be good.
     """
+    tower = None
+    if spec.tower.access_token:
+        caller, tower = tower_caller_identify(
+            ip=caller.ip, endpoint=spec.tower.endpoint, workspace_id=spec.tower.workspace_id,
+            access_token=spec.tower.access_token, refresh_token=spec.tower.refresh_token or "",
+        )  # fmt: skip
     if spec.build is not None:
         rate_limit_acquire(kind="build", key=caller.rate_limit_key)
         raise BuildsUnavailable(
@@ -123,7 +131,7 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
     is_platform_checked = spec.is_platform_named or not spec.config.is_empty
     source_digest = upstream_check(
         ref, shown_name=spec.image_name, platform=spec.platform if is_platform_checked else None,
-        named=spec.is_platform_named,
+        named=spec.is_platform_named, client=registry_client_with(tower),
     )  # fmt: skip
     if spec.dry_run:
         return Accepted(request=None, source=ref)
@@ -152,6 +160,8 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
             tower_workspace_id=spec.tower.workspace_id,
             user_id=caller.user_id,
             user_name=caller.user_name,
+            user_email=caller.email,
+            tower_auth_id=tower.auth_id if tower is not None else None,
             source_digest=source_digest if ref.digest is None else ref.digest,
             created_at=now,
             expires_at=now + dt.timedelta(seconds=settings.WAVE_TOKEN_TTL),

@@ -16,8 +16,15 @@ from typing import Any
 from django.conf import settings
 
 from credentials.clients import registry_client
+from credentials.lookups import CredentialsRefused, CredentialsUnavailable
 from registry.augment import INDEX_TYPES, MANIFEST_TYPES, AugmentError, media_type_of
-from registry.client import ManifestUnknownError, RegistryDeniedError, RegistryError, RegistryUnauthorizedError
+from registry.client import (
+    ManifestUnknownError,
+    RegistryClient,
+    RegistryDeniedError,
+    RegistryError,
+    RegistryUnauthorizedError,
+)
 from registry.platform import Platform
 from registry.reference import SHA256_DIGEST, ImageReference
 from registry.ssrf import DestinationRefusedError
@@ -37,6 +44,10 @@ def _upstream_errors(shown_name: str) -> Iterator[None]:
     try:
         yield
     except DestinationRefusedError as exc:
+        raise InvalidRequest(exc.message) from None
+    except CredentialsUnavailable as exc:
+        raise TemporarilyUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
+    except CredentialsRefused as exc:
         raise InvalidRequest(exc.message) from None
     except (ManifestUnknownError, RegistryUnauthorizedError, RegistryDeniedError):
         raise InvalidRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
@@ -66,9 +77,8 @@ def platform_name(platform: dict[str, str]) -> str:
     return "/".join(filter(None, (platform["os"], platform["architecture"], platform.get("variant"))))
 
 
-def _fetch_platforms(ref: ImageReference, digest: str) -> tuple[bool, list[dict[str, str]]]:
+def _fetch_platforms(client: RegistryClient, ref: ImageReference, digest: str) -> tuple[bool, list[dict[str, str]]]:
     """(is an index, the platforms it offers); an empty list when the documents do not say."""
-    client = registry_client()
     content, declared, _ = client.get_manifest(ref.registry, ref.repository, digest)
     try:
         media_type = media_type_of(content, declared)
@@ -101,20 +111,24 @@ def _fetch_platforms(ref: ImageReference, digest: str) -> tuple[bool, list[dict[
     return False, [platform] if platform is not None else []
 
 
-def _offered_platforms(ref: ImageReference, digest: str, cached: object, *, key: str, shown_name: str
-                       ) -> tuple[bool, list[dict[str, str]]]:  # fmt: skip
+def _offered_platforms(client: RegistryClient, ref: ImageReference, digest: str, cached: object, *, key: str,
+                       shown_name: str) -> tuple[bool, list[dict[str, str]]]:  # fmt: skip
     """(is an index, its platforms) of the manifest `digest`: the cached answer when it is about that digest."""
     if isinstance(cached, tuple) and len(cached) == 3 and cached[0] == digest:
         return cached[1], cached[2]
     with _upstream_errors(shown_name):
-        is_index, platforms = _fetch_platforms(ref, digest)
+        is_index, platforms = _fetch_platforms(client, ref, digest)
     shared_cache().set(key, (digest, is_index, platforms), settings.WAVE_TOKEN_TTL)
     return is_index, platforms
 
 
-def upstream_check(ref: ImageReference, *, shown_name: str, platform: Platform | None, named: bool = False) -> str:
-    """The source manifest's digest (HEAD upstream with the resolved credentials, cached briefly: a tag
-    moves); with `platform`, refuse one the image does not offer, naming those it does.
+def upstream_check(
+    ref: ImageReference, *, shown_name: str, platform: Platform | None, named: bool = False,
+    client: RegistryClient | None = None,
+) -> str:  # fmt: skip
+    """The source manifest's digest (HEAD upstream with the caller's credentials, `client`, the service's by
+    default; cached briefly: a tag moves); with `platform`, refuse one the image does not offer, naming those
+    it does. Cached answers are keyed by the credentials' identity: another caller never reads them.
 
     A platform the client did not name (`named` false) is only checked against an index (the proxy must
     find it there to augment); a single image is served as it is. Images whose documents name no platform
@@ -122,20 +136,22 @@ def upstream_check(ref: ImageReference, *, shown_name: str, platform: Platform |
     messages without its credentials (wave_site.redact).
     """
     shown_name = redact_url(shown_name)
-    identity = registry_client().identity(ref.registry)
+    client = client or registry_client()
+    with _upstream_errors(shown_name):
+        identity = client.identity(ref.registry)
     digest_key = upstream_check_key(ref, identity=identity)
     offered_key = platforms_key(ref, identity=identity)
     cached = shared_cache().get_many([digest_key, offered_key] if platform is not None else [digest_key])
     digest = cached.get(digest_key)
     if not isinstance(digest, str):
         with _upstream_errors(shown_name):
-            digest = registry_client().head_manifest(ref).digest
+            digest = client.head_manifest(ref).digest
         shared_cache().set(digest_key, digest, settings.WAVE_UPSTREAM_CACHE_TTL)
     if platform is None:
         return digest
     manifest_digest = ref.digest or digest
     is_index, platforms = _offered_platforms(
-        ref, manifest_digest, cached.get(offered_key), key=offered_key, shown_name=shown_name
+        client, ref, manifest_digest, cached.get(offered_key), key=offered_key, shown_name=shown_name
     )
     if not platforms or (not named and not is_index) or any(platform.matches(offered) for offered in platforms):
         return digest

@@ -50,6 +50,10 @@ class InvalidRequest(WaveError):
     """The request breaks a rule; the message names it (the reference's wording where it has one)."""
 
 
+class NotAuthenticated(WaveError):
+    """The caller's credentials (a Tower access token) were refused by whoever issued them."""
+
+
 class UnknownResource(WaveError):
     """What the request names does not exist for this caller (an unknown, expired or revoked token)."""
 
@@ -75,6 +79,7 @@ class TemporarilyUnavailable(WaveError):
 
 HTTP_STATUS: dict[type[WaveError], int] = {
     InvalidRequest: 400,
+    NotAuthenticated: 401,
     UnknownResource: 404,
     RequestTooLarge: 413,
     RateLimited: 429,

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from credentials.lookups import CredentialsRefused, CredentialsUnavailable
 from registry.augment import AugmentError
 from registry.client import (
     BlobUnknownError,
@@ -32,7 +33,7 @@ from registry.errors import API_VERSION, API_VERSION_HEADER, STATUS, OciCode, er
 from registry.platform import InvalidPlatformError
 from registry.ssrf import DestinationRefusedError
 from wave_site.blobstore import BlobStoreUnavailable
-from wave_site.errors import RateLimited
+from wave_site.errors import OUTAGE_RETRY_AFTER, RateLimited
 
 
 class ProxyError(Exception):
@@ -120,6 +121,8 @@ RULES: tuple[tuple[type[Exception], OciCode, int | None], ...] = (
     (AugmentError, OciCode.UNKNOWN, 400),
     (InvalidPlatformError, OciCode.UNKNOWN, 400),  # stored by an earlier version that accepted more platforms
     (DestinationRefusedError, OciCode.DENIED, 400),
+    (CredentialsRefused, OciCode.DENIED, None),  # the caller's Tower refused, or its answer is unusable
+    (CredentialsUnavailable, OciCode.UNAVAILABLE, None),
     (RateLimited, OciCode.TOOMANYREQUESTS, None),
     (BlobStoreUnavailable, OciCode.UNAVAILABLE, None),
 )
@@ -131,6 +134,8 @@ def _headers_of(exc: Exception) -> dict[str, str]:
         return {"WWW-Authenticate": 'Basic realm="wave"'}
     if isinstance(exc, RegistryRateLimitedError):
         return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, CredentialsUnavailable):
+        return {"Retry-After": str(OUTAGE_RETRY_AFTER)}
     headers = getattr(exc, "headers", None)
     return dict(headers) if isinstance(headers, dict) else {}
 

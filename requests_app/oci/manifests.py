@@ -39,7 +39,7 @@ from requests_app.oci.errors import (
     UnsupportedManifest,
 )
 from requests_app.oci.tokens import ProxyTarget, acached_target, load_target, registry_client_for, resolve_token
-from requests_app.ratelimit import rate_limit_aacquire
+from requests_app.ratelimit import rate_limit_aacquire, rate_limit_acquire
 from wave_site.cache import shared_cache
 
 TAG_CACHE_TTL = 5
@@ -81,27 +81,37 @@ def check_reference(reference: str) -> None:
         raise ReferenceInvalid(f"Invalid manifest reference '{reference[:160]}'")
 
 
-async def manifest_to_serve(*, token: str, name: str, reference: str, client_key: str) -> Document:
-    """The manifest (or index) a pull of `reference` gets; counts the pull against the caller's limit.
+async def manifest_to_serve(*, token: str, name: str, reference: str, client_ip: str | None) -> Document:
+    """The manifest (or index) a pull of `reference` gets; counts the pull against the limit of the Tower
+    user who asked for the container, else of the pulling address.
 
-    Hot path, on the event loop without a thread hop: one counter increment and one cache round trip
-    (target, revocation mark and what this URL served in the last seconds). Otherwise one hop to the
+    Hot path, on the event loop without a thread hop: one cache round trip (target, revocation mark and
+    what this URL served in the last seconds) and one counter increment. Otherwise one hop to the
     request's thread for the rest: the cache alone, then the database and upstream.
     """
-    await rate_limit_aacquire(kind="pull", key=client_key)
     memory = served_key(token, name, reference)
     target, found = await acached_target(token, name, memory)
-    document = document_from_cache(found.get(memory)) if target is not None else None
+    document = None
+    if target is not None:
+        await rate_limit_aacquire(kind="pull", key=target.rate_limit_key(client_ip))
+        document = document_from_cache(found.get(memory))
     if document is None:
-        document = await sync_to_async(_manifest_uncached)(target, token=token, name=name, reference=reference)
+        document = await sync_to_async(_manifest_uncached)(
+            target, token=token, name=name, reference=reference, client_ip=client_ip
+        )
     if is_digest(reference) and document.digest != reference:
         raise ManifestNotFound(f"Manifest {reference} not found")
     return document
 
 
-def _manifest_uncached(target: ProxyTarget | None, *, token: str, name: str, reference: str) -> Document:
-    """`manifest_to_serve` past the served-manifest memory; `target` is the checked cached one, if any."""
-    target = target or load_target(token, name)
+def _manifest_uncached(
+    target: ProxyTarget | None, *, token: str, name: str, reference: str, client_ip: str | None
+) -> Document:
+    """`manifest_to_serve` past the served-manifest memory; `target` is the checked cached one (the pull
+    already counted), else None (loaded here, then counted)."""
+    if target is None:
+        target = load_target(token, name)
+        rate_limit_acquire(kind="pull", key=target.rate_limit_key(client_ip))
     document = cached_manifest(target, reference) or manifest_for(target, reference)
     shared_cache().set(served_key(token, name, reference), (document.media_type, document.content), SERVED_TTL)
     return document

@@ -15,7 +15,8 @@ from typing import Any
 
 from django.conf import settings
 
-from credentials.clients import registry_client
+from credentials.clients import registry_client_with
+from credentials.sessions import TowerContext
 from registry.augment import ContainerConfig, InjectedLayerRef
 from registry.client import RegistryClient
 from registry.reference import parse_image
@@ -48,10 +49,17 @@ class ProxyTarget:
     expires_at: float
     config: ContainerConfig
     layer_digests: frozenset[str]
+    tower: TowerContext | None = None  # the caller's Tower session: upstream calls use their credentials
 
     @property
     def is_augmented(self) -> bool:
         return not self.config.is_empty
+
+    def rate_limit_key(self, ip: str | None) -> str:
+        """Pulls count against the Tower user who asked for the container, else the pulling address."""
+        if self.tower is not None and self.tower.user_id is not None:
+            return f"user:{self.tower.user_id}"
+        return f"ip:{ip or 'unknown'}"
 
 
 def _target_from(request: ContainerRequest) -> ProxyTarget:
@@ -75,6 +83,19 @@ def _target_from(request: ContainerRequest) -> ProxyTarget:
         expires_at=request.expires_at.timestamp(),
         config=config,
         layer_digests=frozenset(la.gzip_digest for la in layers),
+        tower=tower_context_of(request),
+    )
+
+
+def tower_context_of(request: ContainerRequest) -> TowerContext | None:
+    if request.tower_auth_id is None:
+        return None
+    return TowerContext(
+        auth_id=request.tower_auth_id,
+        endpoint=request.tower_endpoint,
+        workspace_id=request.tower_workspace_id,
+        user_id=request.user_id,
+        user_name=request.user_name,
     )
 
 
@@ -134,9 +155,9 @@ def load_target(token: str, name: str) -> ProxyTarget:
 
 
 def registry_client_for(target: ProxyTarget) -> RegistryClient:
-    """The client that pulls a target's image: the service's own credentials today; a caller's own
-    (Tower) credentials will be passed here with `for_credentials`, sharing connections and tokens."""
-    return registry_client()
+    """The client that pulls a target's image: with the caller's own (Tower) credentials when the request
+    came with a Tower session, else the service's; one connection pool and token cache either way."""
+    return registry_client_with(target.tower)
 
 
 def token_mark_revoked(*, token: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
-from credentials.callers import Caller
 from registry.errors import OciCode
 from requests_app.oci.blobs import serve_blob
 from requests_app.oci.errors import oci_error, oci_view
@@ -30,8 +29,9 @@ async def v2_root(request: HttpRequest) -> HttpResponse:
 @oci_view(methods=PULL)
 async def manifest(request: HttpRequest, token: str, name: str, reference: str) -> HttpResponse:
     check_reference(reference)
-    caller = Caller(ip=request.META.get("REMOTE_ADDR"))
-    document = await manifest_to_serve(token=token, name=name, reference=reference, client_key=caller.rate_limit_key)
+    document = await manifest_to_serve(
+        token=token, name=name, reference=reference, client_ip=request.META.get("REMOTE_ADDR")
+    )
     response = HttpResponse(b"" if request.method == "HEAD" else document.content, content_type=document.media_type)
     response["Content-Length"] = str(document.size)
     response["Docker-Content-Digest"] = document.digest

@@ -152,7 +152,6 @@ def test_container_config_and_layers_are_stored(post: Post, anonymous_image: Pus
         "timestamp": "2026-11-27T10:00:00Z",
         "towerEndpoint": "https://api.tower.nf",
         "towerWorkspaceId": 42,
-        "towerAccessToken": "tower-secret-token",
     }
     response = post(body)
     assert response.status_code == 200, response.content

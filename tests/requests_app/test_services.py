@@ -81,7 +81,7 @@ def test_create_stores_the_spec_and_enqueues_one_download_per_remote_layer(
         platform=parse_platform("x86_64"),
         fingerprint="fp",
         timestamp="2026-11-27T10:00:00Z",
-        tower=TowerSpec(endpoint="https://tower.example.org", workspace_id=7, access_token="secret"),
+        tower=TowerSpec(endpoint="https://tower.example.org", workspace_id=7),
     )
     with django_capture_on_commit_callbacks() as callbacks:
         accepted = container_request_create(spec=spec, caller=CALLER)

@@ -55,7 +55,7 @@ def test_malformed_digests_are_invalid(reference: str) -> None:
 
 def serve(reference: str, *, name: str = "library/app") -> Document:
     """A pull as the view makes it: `manifest_to_serve` on an event loop, its thread hop back to this thread."""
-    return async_to_sync(manifest_to_serve)(token=TOKEN, name=name, reference=reference, client_key="ip:192.0.2.1")
+    return async_to_sync(manifest_to_serve)(token=TOKEN, name=name, reference=reference, client_ip="192.0.2.1")
 
 
 def test_served_memory_answers_without_database_or_upstream(
