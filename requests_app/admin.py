@@ -1,4 +1,4 @@
-"""Operators' view of container requests: find by token, image or fingerprint; revoke (action or button).
+"""Operators' view of container requests: find by token, image, fingerprint or caller; revoke (action or button).
 
 Every record here is written by the service, never by hand: the pages are read-only (no Save buttons);
 revoking is the one operation, gated by the change permission.
@@ -6,94 +6,22 @@ revoking is the one operation, gated by the change permission.
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import EmptyResultSet, FullResultSet, PermissionDenied
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from requests_app.models import ContainerRequest, GeneratedDocument, InjectedLayer, LayerDownload
 from requests_app.services import container_request_revoke
+from wave_site.admin import ReadOnlyAdmin, short_time, truncated
 from wave_site.errors import UnknownResource
 from wave_site.redact import redact_url
-
-
-class BoundedDateChangeList(ChangeList):
-    """Malformed filters are refused as Django refuses any, with a redirect to `?e=1`, also those Django lets
-    through to the database or the page (a 500): a huge year, month or day (an OverflowError, or a ValueError
-    once the query is compiled, in a date hierarchy or a plain `created_at__year=` lookup), a NUL character
-    (Postgres refuses it in text: a DataError)."""
-
-    def get_filters(self, request: HttpRequest) -> Any:
-        if any("\x00" in value for values in request.GET.lists() for value in values[1]):
-            raise IncorrectLookupParameters("a NUL character in the query string")
-        try:
-            return super().get_filters(request)
-        except OverflowError as exc:
-            raise IncorrectLookupParameters(exc) from exc
-
-    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
-        queryset: QuerySet[Any] = super().get_queryset(request, exclude_parameters)
-        try:
-            queryset.query.sql_with_params()  # compiled, not run: date parts become bounds here
-        except (EmptyResultSet, FullResultSet):
-            pass  # a query Django answers without asking the database (an id beyond its column's range)
-        except (OverflowError, ValueError) as exc:
-            raise IncorrectLookupParameters(exc) from exc
-        return queryset
-
-
-def is_valid_pk(value: str) -> bool:
-    """A selected row's id as a form may send it: digits within the range of the id column."""
-    return value.isascii() and value.isdigit() and 0 < int(value) < 2**63
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records the service writes: viewable, never added or edited by hand (so no Save buttons)."""
-
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return BoundedDateChangeList
-
-    def response_action(
-        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
-    ) -> HttpResponse | None:
-        """An action on rows named by anything but an id is refused with a message, not a 500."""
-        if not all(is_valid_pk(value) for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)):
-            self.message_user(request, "No action taken: the selection is not a list of row ids.", messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
-        return super().response_action(request, queryset, *args, **kwargs)
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # expired requests are purged by the service; a token is ended by revoking it
-
-
-def truncated(text: str, css_class: str = "wave-truncate") -> SafeString:
-    """Long names cut to their column by CSS (templates/admin/base_site.html); the whole name on hover."""
-    return format_html('<span class="{}" title="{}">{}</span>', css_class, text, text)
-
-
-def short_time(moment: dt.datetime) -> str:
-    """`2026-12-01 14:48` in the site's time zone: a list column, not a sentence."""
-    return date_format(timezone.localtime(moment), "Y-m-d H:i")
-
 
 STATE_BADGE = '<span class="wave-state wave-state-{}">{}</span>'
 
@@ -165,9 +93,9 @@ class StateFilter(admin.SimpleListFilter):
 @admin.register(ContainerRequest)
 class ContainerRequestAdmin(ReadOnlyAdmin):
     # Fits 1400 px with the filters: the target image is the token plus the source, so it is on the page only.
-    list_display = ("token", "image", "user_display", "created", "expires", "state")
+    list_display = ("token", "image", "caller", "created", "expires", "state")
     list_filter = (StateFilter, "api_version", "platform", "created_at")
-    search_fields = ("=token", "source_image", "=fingerprint")
+    search_fields = ("=token", "source_image", "=fingerprint", "user_name", "=user_email")
     date_hierarchy = "created_at"
     inlines = [InjectedLayerInline]
     actions = ["revoke"]
@@ -175,8 +103,8 @@ class ContainerRequestAdmin(ReadOnlyAdmin):
     fieldsets = [
         (None, {"fields": ["token", "api_version", "source_image", "target_image", "platform", "container_config"]}),
         ("Digests served", {"fields": ["source_digest", "wave_digest"]}),
-        ("Caller", {"fields": ["client_ip", "user_id", "user_name", "tower_endpoint", "tower_workspace_id",
-                               "fingerprint", "client_timestamp"]}),
+        ("Caller", {"fields": ["user_name", "user_email", "user_id", "client_ip", "tower_endpoint",
+                               "tower_workspace_id", "tower_auth", "fingerprint", "client_timestamp"]}),
         ("Lifetime", {"fields": ["state", "created_at", "expires_at", "revoked_at", "build_id"]}),
     ]  # fmt: skip
     list_per_page = 50
@@ -188,9 +116,10 @@ class ContainerRequestAdmin(ReadOnlyAdmin):
     def image(self, obj: ContainerRequest) -> SafeString:
         return truncated(obj.source_image)
 
-    @admin.display(description="user")
-    def user_display(self, obj: ContainerRequest) -> SafeString:
-        return truncated(obj.user_name or (obj.client_ip or ""), "wave-truncate wave-short")
+    @admin.display(description="caller")
+    def caller(self, obj: ContainerRequest) -> SafeString:
+        """The Tower user's name when one was identified, else the client's address."""
+        return truncated(obj.user_name or obj.client_ip or "-", "wave-truncate wave-short")
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: ContainerRequest) -> str:

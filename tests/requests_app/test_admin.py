@@ -118,11 +118,65 @@ def test_changelist_shows_short_columns_and_a_state_badge(operator: Client) -> N
     make_request("aaaaaaaaaaaa", long_image)
     make_request("bbbbbbbbbbbb", "b/revoked:1", revoked_at=timezone.now())
     page = operator.get("/admin/requests_app/containerrequest/").content.decode()
-    assert column_headers(page) == ["token", "image", "user_display", "created", "expires", "state"]
+    assert column_headers(page) == ["token", "image", "caller", "created", "expires", "state"]
     assert f'<span class="wave-truncate" title="{long_image}">{long_image}</span>' in page
     assert '<span class="wave-state wave-state-active">active</span>' in page
     assert '<span class="wave-state wave-state-revoked">revoked</span>' in page
     assert "localhost:9090/wt/" not in page  # the target image is on the request page only
+
+
+def caller_cell(page: str, token: str) -> str:
+    """The caller cell of `token`'s row in the requests list."""
+    (row,) = [row for row in page.split("<tr") if f">{token}</a>" in row]
+    cell = re.search(r'<td class="field-caller">(.*?)</td>', row, re.S)
+    assert cell is not None, token
+    return cell.group(1)
+
+
+def tower_request(token: str, image: str) -> ContainerRequest:
+    return make_request(
+        token, image, client_ip="192.0.2.7", user_id=4242, user_name="alice-tower", user_email="alice@example.org",
+        tower_endpoint="https://tower.example.org/api", tower_workspace_id=98765,
+    )  # fmt: skip
+
+
+def test_changelist_shows_the_caller_user_name_or_else_the_client_ip(operator: Client) -> None:
+    tower_request("aaaaaaaaaaaa", "a/tower:1")
+    make_request("bbbbbbbbbbbb", "b/anonymous:1", client_ip="198.51.100.9")
+    make_request("cccccccccccc", "c/unknown:1")
+    page = operator.get("/admin/requests_app/containerrequest/").content.decode()
+    assert caller_cell(page, "aaaaaaaaaaaa") == (
+        '<span class="wave-truncate wave-short" title="alice-tower">alice-tower</span>'
+    )
+    assert caller_cell(page, "bbbbbbbbbbbb") == (
+        '<span class="wave-truncate wave-short" title="198.51.100.9">198.51.100.9</span>'
+    )
+    assert caller_cell(page, "cccccccccccc") == '<span class="wave-truncate wave-short" title="-">-</span>'
+    assert "192.0.2.7" not in page  # a known user is shown by name, not by address
+
+
+def test_request_page_shows_the_caller(operator: Client) -> None:
+    request = tower_request("aaaaaaaaaaaa", "a/tower:1")
+    page = operator.get(f"/admin/requests_app/containerrequest/{request.pk}/change/").content.decode()
+    caller = page[page.index('class="fieldset-heading">Caller</h2>') :]
+    caller = caller[: caller.index("</fieldset>")]
+    for label, value in (
+        ("User name", "alice-tower"), ("User email", "alice@example.org"), ("User id", "4242"),
+        ("Client ip", "192.0.2.7"), ("Tower endpoint", "https://tower.example.org/api"),
+        ("Tower workspace id", "98765"),
+    ):  # fmt: skip
+        assert re.search(rf"<label>{label}:</label>\s*<div class=\"readonly\">{re.escape(value)}</div>", caller), label
+
+
+def test_changelist_searches_by_caller(operator: Client) -> None:
+    tower_request("aaaaaaaaaaaa", "a/tower:1")
+    make_request("bbbbbbbbbbbb", "b/other:1", user_name="bob-tower", user_email="bob@example.org")
+    make_request("cccccccccccc", "c/anonymous:1", client_ip="198.51.100.9")
+    for query in ("alice-tower", "ALICE", "alice@example.org"):
+        page = operator.get("/admin/requests_app/containerrequest/", {"q": query}).content.decode()
+        assert "aaaaaaaaaaaa" in page, query
+        assert "bbbbbbbbbbbb" not in page, query
+        assert "cccccccccccc" not in page, query
 
 
 @pytest.mark.parametrize("model", ["containerrequest", "injectedlayer"])
