@@ -1,11 +1,16 @@
-"""A real `docker-registry` (CNCF distribution) on a free loopback port, in three flavours."""
+"""A real `docker-registry` (CNCF distribution) on a free loopback port, in three flavours.
+
+Besides its main user, an authenticated registry can have more: `extra_users` at start (full access; for
+the Basic flavour that is the only way, htpasswd cannot scope) and, for the token flavour,
+`Registry.add_user` with the repositories that user may pull.
+"""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
@@ -30,6 +35,7 @@ class Registry:
     username: str | None = None
     password: str | None = None
     token_server: TokenServer | None = None
+    extra_users: dict[str, str] = field(default_factory=dict, repr=False)  # name -> password
 
     @property
     def url(self) -> str:
@@ -39,6 +45,13 @@ class Registry:
     def creds(self) -> str | None:
         """`user:password` for skopeo/buildah `--creds`, or None for the anonymous flavour."""
         return f"{self.username}:{self.password}" if self.username else None
+
+    def add_user(self, username: str, password: str, repositories: set[str] | None = None) -> None:
+        """A token-flavour user allowed to pull `repositories` only (everything when None)."""
+        if self.token_server is None:
+            raise ValueError(f"only a token registry can add users while running, not a {self.flavour} one")
+        self.token_server.add_user(username, password, repositories)
+        self.extra_users[username] = password
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -54,13 +67,23 @@ class Registry:
 
 
 def start_registry(
-    flavour: str = ANONYMOUS, *, username: str = "wave", password: str | None = None, redirect_blobs_to: str = ""
+    flavour: str = ANONYMOUS,
+    *,
+    username: str = "wave",
+    password: str | None = None,
+    redirect_blobs_to: str = "",
+    extra_users: dict[str, str] | None = None,
 ) -> Registry:
     """Start a registry and wait until `/v2/` answers; the caller must `stop()` it.
+
+    `extra_users`: more `{name: password}` accounts besides `username`, with full access (basic and token).
 
     `redirect_blobs_to`: a base URL; blob GETs then answer with a redirect there, as registries backed by
     S3 or a CDN do (distribution's `redirect` storage middleware), to the path of the blob in `root/data`.
     """
+    extra_users = dict(extra_users or {})
+    if extra_users and flavour == ANONYMOUS:
+        raise ValueError("an anonymous registry has no users")
     root = Path(tempfile.mkdtemp(prefix=f"wave-registry-{flavour}-"))
     port = free_port()
     auth = ""
@@ -68,13 +91,18 @@ def start_registry(
     creds: tuple[str | None, str | None] = (None, None)
     if flavour == BASIC:
         password = password or "basic-secret"
-        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
-        (root / "htpasswd").write_text(f"{username}:{hashed}\n")
+        lines = [
+            f"{name}:{bcrypt.hashpw(secret.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
+            for name, secret in {username: password, **extra_users}.items()
+        ]
+        (root / "htpasswd").write_text("".join(lines))
         auth = f"auth:\n  htpasswd:\n    realm: wave-test\n    path: {root / 'htpasswd'}\n"
         creds = (username, password)
     elif flavour == TOKEN:
         password = password or "token-secret"
         token_server = TokenServer(username=username, password=password, cert_path=root / "token-cert.pem")
+        for name, secret in extra_users.items():
+            token_server.add_user(name, secret)
         token_server.start()
         auth = (
             "auth:\n  token:\n"
@@ -104,6 +132,7 @@ def start_registry(
         username=creds[0],
         password=creds[1],
         token_server=token_server,
+        extra_users=extra_users,
     )
 
     def answers() -> bool:

@@ -1,8 +1,10 @@
 """A small registry token server (the Docker/OCI token auth protocol) for the Bearer registry fixture.
 
 It signs real RS256 JWTs with an `x5c` header; the registry verifies them against the certificate
-in its `rootcertbundle`. Valid Basic credentials get the actions they ask for; anonymous callers get
-a token with no access (the registry then refuses them); wrong credentials get 401.
+in its `rootcertbundle`. Valid Basic credentials get the actions they ask for, on the repositories that
+user may pull (`add_user`; the constructor's user may pull everything); anonymous callers, and users asking
+for a repository outside theirs, get a token with no access to it (the registry then refuses them); wrong
+credentials get 401.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ class TokenRequest:
     scopes: list[str]
 
 
+@dataclass(frozen=True)
+class TokenUser:
+    password: str = field(repr=False)
+    repositories: frozenset[str] | None  # None: every repository (and non-repository scopes)
+
+    def may_access(self, kind: str, name: str) -> bool:
+        if self.repositories is None:
+            return True
+        return kind == "repository" and name in self.repositories
+
+
 @dataclass
 class TokenServer:
     username: str
@@ -40,9 +53,18 @@ class TokenServer:
     cert_path: Path
     port: int = 0
     requests: list[TokenRequest] = field(default_factory=list)
+    users: dict[str, TokenUser] = field(default_factory=dict, repr=False)
     _server: ThreadingHTTPServer | None = None
     _key: rsa.RSAPrivateKey | None = None
     _cert_der: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.users.setdefault(self.username, TokenUser(password=self.password, repositories=None))
+
+    def add_user(self, username: str, password: str, repositories: set[str] | None = None) -> None:
+        """Let `username` pull `repositories` (names like `library/busybox`), or everything when None."""
+        allowed = None if repositories is None else frozenset(repositories)
+        self.users[username] = TokenUser(password=password, repositories=allowed)
 
     @property
     def realm(self) -> str:
@@ -67,7 +89,7 @@ class TokenServer:
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:
@@ -87,6 +109,7 @@ class TokenServer:
             "access": access,
         }
         headers = {"x5c": [base64.b64encode(self._cert_der).decode()]}
+        assert self._key is not None, "start() first"
         return jwt.encode(claims, self._key, algorithm="RS256", headers=headers)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -111,21 +134,24 @@ class TokenServer:
                     return
                 query = parse_qs(url.query)
                 username = None
+                known = None
                 header = self.headers.get("Authorization", "")
                 if header.startswith("Basic "):
                     user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-                    if (user, password) != (server.username, server.password):
+                    known = server.users.get(user)
+                    if known is None or not secrets.compare_digest(known.password.encode(), password.encode()):
                         self._reply(401, {"details": "incorrect username or password"})
                         return
                     username = user
                 scopes = query.get("scope", [])
                 server.requests.append(TokenRequest(username=username, scopes=scopes))
-                access = []
-                if username is not None:
+                access: list[dict[str, object]] = []
+                if known is not None:
                     for scope in scopes:
                         kind, _, rest = scope.partition(":")
                         name, _, actions = rest.rpartition(":")
-                        access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                        if known.may_access(kind, name):
+                            access.append({"type": kind, "name": name, "actions": actions.split(",")})
                 token = server.issue(subject=username or "anonymous", access=access)
                 self._reply(200, {"token": token, "access_token": token, "expires_in": 300})
 
