@@ -149,10 +149,20 @@ class ContainerRequestV1InputSerializer(InputSerializer):
     cacheRepository = _text(help_text="Repository of build layer caches, e.g. `docker.io/user/my-cache`.")
     timestamp = _text(max_length=64, help_text="Submission time, ISO-8601.")
     fingerprint = _text(max_length=256, help_text="The client's unique fingerprint of the request.")
-    towerAccessToken = _text(write_only=True, help_text="Tower access token (never stored or echoed).")
-    towerRefreshToken = _text(write_only=True, help_text="Tower refresh token (never stored or echoed).")
+    towerAccessToken = _text(
+        max_length=4096, write_only=True,
+        help_text="Tower (Seqera Platform) access token: identifies the caller, whose registry credentials in "
+        "Tower then pull the image (the service must be paired with the endpoint, `POST /pairing`). Kept "
+        "encrypted for the proxy's pulls, never echoed.",
+    )  # fmt: skip
+    towerRefreshToken = _text(
+        max_length=4096, write_only=True,
+        help_text="Tower refresh token: used once when the access token has expired (kept encrypted, never echoed).",
+    )  # fmt: skip
     towerEndpoint = _text(
-        max_length=512, help_text="Tower endpoint; `https://api.tower.nf` means `https://api.cloud.seqera.io`."
+        max_length=512,
+        help_text="Tower API base URL, as is (no path is added; `https://tower.example.com/api` for an installation "
+        "of your own); `https://api.tower.nf` means `https://api.cloud.seqera.io`, the default.",
     )
     towerWorkspaceId = serializers.IntegerField(
         required=False,
