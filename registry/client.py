@@ -8,7 +8,8 @@ their `expires_in`; on a 401 the cached token is dropped and the request retried
 
 One client serves every caller: `for_credentials` gives a view with other credentials that shares the
 connection pool and the token cache (token keys name the credentials by a keyed fingerprint). Only
-well-formed tags and digests are ever put in a URL, whatever an upstream document says.
+well-formed tags and digests are ever put in a URL, whatever an upstream document says. `login` checks
+someone's credentials as `docker login` does (`/validate-creds`); what it obtains is never cached.
 """
 
 from __future__ import annotations
@@ -337,6 +338,64 @@ class RegistryClient:
             raise RegistryUnavailableError(f"Registry '{ref.registry}' answered {status} for '{ref}'")
         raise RegistryError(f"Registry '{ref.registry}' answered {status} for '{ref}'")
 
+    # --- login --------------------------------------------------------------------------------
+    def login(self, registry: str, credentials: Credentials) -> bool:
+        """Whether `credentials` log in at `registry`, checked as `docker login` does (no repository involved).
+
+        `/v2/` is probed without credentials. A Basic registry, and an open one, are then asked `/v2/` with the
+        Basic header: 2xx valid, 401 or 403 not (an open registry that ignores the header accepts any login, as
+        it does for `docker login`). A Bearer registry's token realm is asked for a token with its `service`
+        and no scope: 200 with a token valid, 401 or 403 not. The token is thrown away and nothing is cached.
+        RegistryUnavailableError when the registry or its token service is unreachable, fails (5xx; 429 after
+        the retries) or sends no token; RegistryError when `/v2/` is no registry's answer. Messages name the
+        registry and the status only, never the credentials.
+        """
+        self.check_destination(registry)
+        url = registry_base_url(registry, self.insecure) + "/v2/"
+        probe = self._send("GET", url, {})
+        if probe.status_code == 401:
+            challenge = parse_challenge(probe.headers.get("WWW-Authenticate"))
+        elif probe.status_code < 300:
+            challenge = Challenge("anonymous")
+        else:
+            raise _login_error(registry, probe, "/v2/")
+        if challenge.scheme == "bearer":
+            return self._token_login(registry, challenge, credentials)
+        answer = self._send("GET", url, {"Authorization": credentials.basic_header()})
+        if answer.status_code < 300:
+            return True
+        if answer.status_code in {401, 403}:
+            return False
+        raise _login_error(registry, answer, "/v2/")
+
+    def _token_login(self, registry: str, challenge: Challenge, credentials: Credentials) -> bool:
+        self._check_realm(challenge, registry)
+        try:
+            url = httpx.URL(challenge.realm)
+            if challenge.service:
+                url = url.copy_merge_params({"service": challenge.service})
+        except httpx.InvalidURL:
+            raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm") from None
+        headers = {"Authorization": credentials.basic_header()}
+        try:
+            answer = self._send_with_retries(lambda: self._read_bounded("GET", str(url), headers))
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailableError(
+                f"Token service of registry '{registry}' is unreachable: {type(exc).__name__}"
+            ) from None
+        if answer.status_code in {401, 403}:
+            return False
+        if answer.status_code != 200:
+            raise _login_error(registry, answer, "the token request")
+        try:
+            body = answer.json()
+        except (ValueError, RecursionError):
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not token or not isinstance(token, str):
+            raise RegistryUnavailableError(f"Token service of registry '{registry}' sent no token")
+        return True
+
     # --- auth ---------------------------------------------------------------------------------
     def _challenge(self, registry: str, *, fresh: bool) -> Challenge:
         key = challenge_key(registry)
@@ -379,15 +438,7 @@ class RegistryClient:
     def _fetch_token(
         self, challenge: Challenge, repository: str, credentials: Credentials | None, registry: str
     ) -> tuple[str, int]:
-        try:
-            realm = urlsplit(challenge.realm)
-            realm_port = realm.port
-        except ValueError:
-            raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm") from None
-        if realm.scheme not in {"http", "https"} or not realm.hostname or realm.username or realm.password:
-            raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm")
-        host = f"[{realm.hostname}]" if ":" in realm.hostname else realm.hostname
-        self.check_destination(f"{host}:{realm_port}" if realm_port else host)
+        self._check_realm(challenge, registry)
         params = {"scope": f"repository:{repository}:pull"}
         if challenge.service:
             params["service"] = challenge.service
@@ -416,6 +467,18 @@ class RegistryClient:
         except (TypeError, ValueError):
             expires_in = DEFAULT_TOKEN_TTL
         return token, max(expires_in - 10, 5)
+
+    def _check_realm(self, challenge: Challenge, registry: str) -> None:
+        """The token realm a registry names must be an http(s) URL without user info, to an allowed destination."""
+        try:
+            realm = urlsplit(challenge.realm)
+            realm_port = realm.port
+        except ValueError:
+            raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm") from None
+        if realm.scheme not in {"http", "https"} or not realm.hostname or realm.username or realm.password:
+            raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm")
+        host = f"[{realm.hostname}]" if ":" in realm.hostname else realm.hostname
+        self.check_destination(f"{host}:{realm_port}" if realm_port else host)
 
     # --- transport ----------------------------------------------------------------------------
     def _send(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
@@ -453,6 +516,17 @@ class RegistryClient:
                     return response
             time.sleep(self.backoff * (2**attempt))
         raise AssertionError("unreachable")
+
+
+def _login_error(registry: str, response: httpx.Response, what: str) -> RegistryError:
+    """What an answer a login cannot read means: an outage (429, 5xx) or no registry's answer at all."""
+    status = response.status_code
+    message = f"Registry '{registry}' answered {status} to {what}"
+    if status == 429:
+        return RegistryRateLimitedError(message, retry_after=_retry_after(response.headers.get("Retry-After")))
+    if status >= 500:
+        return RegistryUnavailableError(message)
+    return RegistryError(message)
 
 
 def _check_reference(reference: str) -> None:

@@ -21,6 +21,7 @@ urlpatterns = [
     path("openapi", RedirectView.as_view(pattern_name="openapi", permanent=True, query_string=True)),
     path("admin", RedirectView.as_view(url="/admin/", permanent=True)),
     path("admin/", admin.site.urls),
+    path("", include("credentials.urls")),
     path("", include("requests_app.urls")),
 ]
 

@@ -11,6 +11,7 @@ from registry.client import (
     Credentials,
     ManifestUnknownError,
     RegistryClient,
+    RegistryError,
     RegistryRateLimitedError,
     RegistryUnauthorizedError,
     RegistryUnavailableError,
@@ -21,6 +22,7 @@ from registry.client import (
     token_key,
 )
 from registry.reference import ImageReference, parse_image
+from registry.ssrf import DestinationRefusedError
 from tests.conftest import PushedImage
 from tests.support.fake_registry import FakeRegistry
 from tests.support.network import free_port
@@ -198,3 +200,118 @@ def test_tags_are_listed_and_an_unknown_repository_named(
     fake_registry.answers["/v2/library/none/tags/list"] = (404, {})
     with pytest.raises(RepositoryUnknownError, match=f"Repository '{fake_registry.host}/library/none' not found"):
         client.list_tags(fake_registry.host, "library/none", page={})
+
+
+# --- login (`/validate-creds`) -----------------------------------------------------------------------
+
+
+def fixture_login(image: PushedImage) -> Credentials:
+    """The registry fixture's own user and password."""
+    username, password = image.registry.username, image.registry.password
+    assert username is not None
+    assert password is not None
+    return Credentials(username, password)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fixture_name", ["basic_image", "token_image"])
+def test_login_accepts_the_right_password_only(fixture_name: str, request: pytest.FixtureRequest) -> None:
+    image: PushedImage = request.getfixturevalue(fixture_name)
+    registry = image.registry
+    right = fixture_login(image)
+    client = make_client()
+    assert client.login(registry.host, right) is True
+    assert client.login(registry.host, Credentials(right.username, "not-the-password")) is False
+    assert client.login(registry.host, Credentials("nobody", right.password)) is False
+
+
+@pytest.mark.django_db
+def test_login_asks_the_token_service_for_no_scope_and_caches_nothing(token_image: PushedImage) -> None:
+    registry = token_image.registry
+    server = registry.token_server
+    assert server is not None
+    client = make_client()
+    server.requests.clear()
+    assert client.login(registry.host, fixture_login(token_image)) is True
+    assert [(r.username, r.scopes) for r in server.requests] == [(registry.username, [])]  # as `docker login` asks
+    assert caches["default"].keys("wave:registry:*") == []  # no token, no challenge kept
+    client.login(registry.host, fixture_login(token_image))
+    assert len(server.requests) == 2  # each login asks afresh
+
+
+@pytest.mark.django_db
+def test_an_open_registry_accepts_any_login(anonymous_image: PushedImage) -> None:
+    assert make_client().login(anonymous_image.registry.host, Credentials("anyone", "anything")) is True
+
+
+@pytest.mark.django_db
+def test_login_at_a_failing_or_unreachable_registry_is_no_verdict(fake_registry: FakeRegistry) -> None:
+    fake_registry.answers["/v2/"] = (503, {})
+    with pytest.raises(RegistryUnavailableError, match=rf"^Registry '{fake_registry.host}' answered 503 to /v2/$"):
+        make_client().login(fake_registry.host, Credentials("user", "s3cret-pw"))
+    assert fake_registry.requests.count(("GET", "/v2/")) == 3  # retried twice
+    fake_registry.answers["/v2/"] = (429, {"Retry-After": "12"})
+    with pytest.raises(RegistryRateLimitedError) as limited:
+        make_client().login(fake_registry.host, Credentials("user", "s3cret-pw"))
+    assert limited.value.retry_after == 12
+    with pytest.raises(RegistryUnavailableError, match="is unreachable: ConnectError"):
+        make_client().login(f"127.0.0.1:{free_port()}", Credentials("user", "s3cret-pw"))
+
+
+@pytest.mark.django_db
+def test_login_where_no_registry_answers_says_so(fake_registry: FakeRegistry) -> None:
+    fake_registry.answers["/v2/"] = (404, {})
+    with pytest.raises(RegistryError) as error:
+        make_client().login(fake_registry.host, Credentials("user", "s3cret-pw"))
+    assert type(error.value) is RegistryError
+    assert error.value.message == f"Registry '{fake_registry.host}' answered 404 to /v2/"
+
+
+@pytest.mark.django_db
+def test_login_checks_the_registry_and_its_token_realm_before_connecting(token_image: PushedImage) -> None:
+    registry = token_image.registry
+    server = registry.token_server
+    assert server is not None
+    refused: list[str] = []
+
+    def check(authority: str) -> None:
+        if authority == f"127.0.0.1:{server.port}":
+            refused.append(authority)
+            raise DestinationRefusedError("127.0.0.1", "it resolves to a private or local address")
+
+    client = RegistryClient(insecure=INSECURE, credentials=lambda host: None, cache=caches["default"], backoff=0.01,
+                            check_destination=check)  # fmt: skip
+    server.requests.clear()
+    with pytest.raises(DestinationRefusedError):
+        client.login(registry.host, fixture_login(token_image))
+    assert refused == [f"127.0.0.1:{server.port}"]
+    assert server.requests == []  # the password never left for a refused realm
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("realm", "token_answer", "outcome"),
+    [
+        ("http://{host}/token", (403, {}), False),
+        ("http://{host}/token", (200, {}), "Token service of registry '{host}' sent no token"),
+        ("http://{host}/token", (500, {}), "Registry '{host}' answered 500 to the token request"),
+        ("ftp://{host}/token", (200, {}), "Registry '{host}' names an invalid token realm"),
+        ("http://user:pw@{host}/token", (200, {}), "Registry '{host}' names an invalid token realm"),
+        ("http://127.0.0.1:{free}/token", (200, {}), "Token service of registry '{host}' is unreachable: ConnectError"),
+    ],
+)
+def test_login_at_a_token_service_that_misbehaves(
+    realm: str, token_answer: tuple[int, dict[str, str]], outcome: bool | str, fake_registry: FakeRegistry
+) -> None:
+    host = fake_registry.host
+    challenge = f'Bearer realm="{realm.format(host=host, free=free_port())}",service="fake"'
+    fake_registry.answers["/v2/"] = (401, {"WWW-Authenticate": challenge})
+    fake_registry.answers["/token"] = token_answer
+    client = make_client()
+    if isinstance(outcome, bool):
+        assert client.login(host, Credentials("user", "s3cret-pw")) is outcome
+        assert ("GET", "/token?service=fake") in fake_registry.requests
+    else:
+        with pytest.raises(RegistryUnavailableError) as error:
+            client.login(host, Credentials("user", "s3cret-pw"))
+        assert error.value.message == outcome.format(host=host)

@@ -7,6 +7,7 @@ content type, headers and body schema.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -15,8 +16,10 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 
+from credentials.logins import registry_authority
 from registry.reference import InvalidReferenceError, parse_image
 from tests.conftest import PushedImage
+from wave_site.errors import InvalidRequest
 
 # Documented answers that are not faults: 501 (builds are not served yet) and 503 (a registry is down).
 # A body the schema accepts may still break a rule the schema cannot express (the reference's image
@@ -65,3 +68,34 @@ def test_api_never_answers_with_an_internal_error(case: schemathesis.Case, anony
             case.body["containerImage"] = anonymous_image.reference
     response = case.call()
     case.validate_response(response, additional_checks=[no_internal_error])  # every built-in check, and ours
+
+
+@pytest.fixture
+def unthrottled(settings: Any) -> None:  # pytest-django's settings (this module's `settings` is hypothesis's)
+    """Every attempt would count against the one client address: without this most cases only meet the throttle."""
+    settings.WAVE_VALIDATE_CREDS_PER_MINUTE = 1_000_000
+
+
+def is_contacted(registry: object) -> bool:
+    """Whether `/validate-creds` would contact this registry (absent: docker.io) rather than refuse its form."""
+    if registry is not None and not isinstance(registry, str):
+        return False
+    try:
+        registry_authority(registry)
+    except InvalidRequest:
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("shared_test_connection", "unthrottled")
+@schema.include(path_regex="^/((v1alpha2/)?validate-creds|pairing)$").parametrize()
+@settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+def test_credentials_api_never_answers_with_an_internal_error(
+    case: schemathesis.Case, basic_image: PushedImage
+) -> None:
+    # A registry that would be contacted becomes the Basic-auth test registry: the login then goes all the way
+    # (probe, Basic login, refusal) without reaching out to the internet; malformed ones stay as generated.
+    if isinstance(case.body, dict) and "userName" in case.body and is_contacted(case.body.get("registry")):
+        case.body["registry"] = basic_image.registry.host
+    response = case.call()
+    case.validate_response(response, additional_checks=[no_internal_error])

@@ -11,6 +11,7 @@ API_OPERATIONS = {
     "container_token_create", "container_create_v2", "container_token_describe", "container_token_revoke",
     "container_describe_v2", "container_status_v2",
 }  # fmt: skip
+CREDENTIALS_OPERATIONS = {"credentials_validate", "credentials_validate_v2", "pairing_register"}
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +86,29 @@ def test_answers_are_described_by_their_serializers(schema: dict[str, Any]) -> N
     }
     v2 = schema["components"]["schemas"]["ContainerTokenV2Response"]
     assert sorted(v2["required"]) == ["containerImage", "freeze"]  # a dry run answers with these only
+
+
+def test_every_credentials_operation_is_documented_with_examples(schema: dict[str, Any]) -> None:
+    found = operations(schema)
+    answers = {operation_id: set(found[operation_id]["responses"]) for operation_id in CREDENTIALS_OPERATIONS}
+    assert answers == {
+        "credentials_validate": {"200", "400", "413", "415", "429", "500", "503"},
+        "credentials_validate_v2": {"200", "400", "413", "415", "429", "500", "503"},
+        "pairing_register": {"200", "400", "413", "415", "500", "503"},
+    }
+    for operation_id in CREDENTIALS_OPERATIONS:
+        assert found[operation_id]["tags"] == ["credentials"]
+        assert found[operation_id]["requestBody"]["content"]["application/json"]["examples"]
+        for status, response in found[operation_id]["responses"].items():
+            assert response["content"]["application/json"].get("examples"), f"{operation_id} {status} has no example"
+
+
+def test_credentials_answers_are_described(schema: dict[str, Any]) -> None:
+    found = operations(schema)
+    valid = found["credentials_validate"]["responses"]["200"]["content"]["application/json"]
+    assert valid["schema"] == {"type": "boolean"}
+    pairing = found["pairing_register"]["responses"]["200"]["content"]["application/json"]
+    assert pairing["schema"]["$ref"] == "#/components/schemas/PairingResponse"
+    component = schema["components"]["schemas"]["PairingResponse"]
+    assert component["properties"]["pairingId"]["type"] == "string"
+    assert sorted(component["required"]) == ["pairingId", "publicKey"]
