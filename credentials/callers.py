@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from wave_site.errors import InvalidRequest
+from wave_site.redact import redact_url
 
 LEGACY_TOWER_ENDPOINT = "https://api.tower.nf"
 CURRENT_TOWER_ENDPOINT = "https://api.cloud.seqera.io"
@@ -49,7 +50,7 @@ def tower_endpoint_of(value: str | None) -> str:
         or parts.fragment
         or any(char.isspace() for char in endpoint)
     ):
-        shown = endpoint[:200].replace("'", "")
+        shown = redact_url(endpoint)[:200].replace("'", "")
         raise InvalidRequest(
             f"Invalid Tower endpoint '{shown}' - it must be an http(s) URL such as {CURRENT_TOWER_ENDPOINT}"
         )
