@@ -7,21 +7,22 @@ names only, no secret; the tokens are read from the `TowerAuth` row when a call 
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from django.conf import settings
 from django.db import IntegrityError
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from credentials.callers import Caller
-from credentials.models import TowerAuth
+from credentials.models import CredentialLookup, TowerAuth
 from credentials.pairing import pairing_key_current
 from credentials.policy import connect_check, url_destination_check
 from credentials.secrets import seal
@@ -172,3 +173,11 @@ def _identify(auth: TowerAuth) -> TowerUser:
         ) from None
     except TowerUnavailable as exc:
         raise TemporarilyUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
+
+
+def tower_sessions_purge(*, created_before: dt.datetime, in_use: QuerySet[Any, Any]) -> tuple[int, int]:
+    """Delete Tower sessions created before `created_before` that no row of `in_use` (a query of session ids)
+    still needs, and credential lookups recorded before then; (sessions, lookups) deleted."""
+    sessions, _ = TowerAuth.objects.filter(created_at__lt=created_before).exclude(pk__in=in_use).delete()
+    lookups, _ = CredentialLookup.objects.filter(created_at__lt=created_before).delete()
+    return sessions, lookups

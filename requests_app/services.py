@@ -20,7 +20,7 @@ from django.utils import timezone
 from credentials.callers import Caller
 from credentials.clients import registry_client_with
 from credentials.policy import url_destination_check
-from credentials.sessions import tower_caller_identify
+from credentials.sessions import tower_caller_identify, tower_sessions_purge
 from registry.reference import ImageReference
 from registry.ssrf import DestinationRefusedError
 from requests_app.downloads import layer_download_cap_check, layer_download_create_or_join_all
@@ -236,4 +236,7 @@ def container_request_purge(*, older_than: dt.timedelta | None = None) -> int:
     retention = older_than if older_than is not None else dt.timedelta(days=settings.WAVE_REQUEST_RETENTION_DAYS)
     cutoff = timezone.now() - retention
     _, per_model = ContainerRequest.objects.filter(expires_at__lt=cutoff).delete()
+    # Tower sessions no remaining request pulls with, and old credential lookups, go with them.
+    in_use = ContainerRequest.objects.filter(tower_auth__isnull=False).values("tower_auth_id")
+    tower_sessions_purge(created_before=cutoff, in_use=in_use)
     return per_model.get(ContainerRequest._meta.label, 0)

@@ -235,6 +235,7 @@ if WAVE_LAYER_DOWNLOAD_STALE_AFTER < 2 * WAVE_LAYER_DOWNLOAD_HEARTBEAT:
     raise ImproperlyConfigured("WAVE_LAYER_DOWNLOAD_STALE_AFTER must be at least twice WAVE_LAYER_DOWNLOAD_HEARTBEAT")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "purge-expired-container-requests": {"task": "requests_app.container_request_purge", "schedule": 3600.0},
+    "purge-retired-pairing-keys": {"task": "credentials.pairing_key_purge", "schedule": 3600.0},
     # On the default queue: the reaper must not wait behind the downloads it watches.
     "reap-layer-downloads": {"task": "requests_app.layer_download_reap", "schedule": float(WAVE_LAYER_REAP_INTERVAL),
                              "options": {"queue": "default"}},
