@@ -125,6 +125,7 @@ def test_malformed_packets_raise_packet_error_without_content(
         with pytest.raises(PacketError) as caught:
             packet_decrypt(packet, private_key_pem=private_key_pem)
         message = str(caught.value)
+        assert caught.value.message == message
         assert phrase in message, (name, message)
         assert PASSWORD not in message, name
         for part in packet.split("\\")[2:]:
