@@ -1,21 +1,11 @@
-"""Examples shown in the OpenAPI document for the credentials API (`/validate-creds`, `/pairing`).
-
-`credentials` does not depend on `requests_app`, so the two service-wide error examples are spelled here too.
-"""
+"""Examples shown in the OpenAPI document for the credentials API (`/validate-creds`, `/pairing`)."""
 
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample
 
+from wave_site.api_examples import SERVICE_ERROR_EXAMPLES, error_example
 
-def error_example(name: str, status: int, message: str) -> OpenApiExample:
-    return OpenApiExample(name, response_only=True, status_codes=[str(status)], value={"message": message})
-
-
-SERVICE_ERROR_EXAMPLES = [
-    error_example("unexpected error", 500, "Unexpected error - Error ID: 3f2a9c0b7d1e"),
-    error_example("store down", 503, "Service temporarily unavailable (redis unreachable), retry in 10 seconds"),
-]
 VALIDATE_CREDS_REQUEST_EXAMPLE = OpenApiExample(
     "credentials for quay.io",
     request_only=True,

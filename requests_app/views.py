@@ -20,11 +20,9 @@ from requests_app.api_examples import (
     NOT_FOUND_EXAMPLE,
     RECORD_V2_EXAMPLE,
     REQUEST_EXAMPLE,
-    SERVICE_ERROR_EXAMPLES,
     STATUS_EXAMPLES,
     V1_RESPONSE_EXAMPLE,
     V2_RESPONSE_EXAMPLES,
-    error_example,
 )
 from requests_app.models import ContainerRequest
 from requests_app.selectors import container_request_get_active
@@ -40,6 +38,7 @@ from requests_app.serializers import (
 from requests_app.services import container_request_create, container_request_revoke
 from requests_app.status import container_request_status
 from requests_app.validation import container_request_spec
+from wave_site.api_examples import SERVICE_ERROR_EXAMPLES, error_example
 from wave_site.authentication import OperatorBasicAuthentication
 from wave_site.errors import RequestTooLarge, UnknownResource
 from wave_site.serializers import ErrorMessageSerializer
