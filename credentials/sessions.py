@@ -134,14 +134,10 @@ def tower_caller_identify(
 ) -> tuple[Caller, TowerContext]:
     """The Tower user behind an access token, and the context their credentials are looked up in.
 
-    The endpoint must be one the service may contact (SSRF rules) and have a pairing key; `/user-info`
+    The endpoint must have a pairing key and be one the service may contact (SSRF rules); `/user-info`
     identifies the user (remembered for WAVE_TOWER_CACHE_TTL seconds per session). Refused tokens are
     NotAuthenticated (401), an unreachable Tower TemporarilyUnavailable (503).
     """
-    try:
-        url_destination_check(endpoint)
-    except DestinationRefusedError as exc:
-        raise InvalidRequest(f"Tower endpoint refused: {exc.message}") from None
     if pairing_key_current(endpoint=endpoint) is None:
         raise InvalidRequest(f"Missing pairing record for Tower endpoint '{endpoint}'")
     auth = tower_session_open(endpoint=endpoint, access_token=access_token, refresh_token=refresh_token)
@@ -162,6 +158,7 @@ def tower_caller_identify(
 def _identify(auth: TowerAuth) -> TowerUser:
     endpoint = auth.endpoint
     try:
+        url_destination_check(endpoint)  # again at connect time, on the address contacted
         return tower_user_identify(auth=auth)
     except DestinationRefusedError as exc:
         raise InvalidRequest(f"Tower endpoint refused: {exc.message}") from None
