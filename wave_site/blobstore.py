@@ -73,6 +73,19 @@ def blob_store_put(digest: str, content: bytes) -> str:
     return key
 
 
+def blob_store_write(key: str, content: bytes) -> None:
+    """Store `content` under `key` (not a digest: build log chunks, say), replacing what was there."""
+    with store_errors():
+        if default_storage.exists(key):
+            default_storage.delete(key)
+        _store(key, ContentFile(content))
+
+
+def blob_delete(key: str) -> None:
+    with store_errors():
+        default_storage.delete(key)
+
+
 def blob_exists(key: str) -> bool:
     with store_errors():
         return bool(default_storage.exists(key))

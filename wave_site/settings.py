@@ -191,7 +191,11 @@ else:
     }
 
 # --- Celery (wave_site/celery.py reads the CELERY_ names) -------------------------------------
-WAVE_BUILD_TIMEOUT = env_int("WAVE_BUILD_TIMEOUT", 900, minimum=10)
+WAVE_BUILD_TIMEOUT = env_int("WAVE_BUILD_TIMEOUT", 900, minimum=1)
+# A build's log is kept in the blob store up to this many bytes (a last line says when it was cut).
+WAVE_BUILD_LOG_MAX_BYTES = env_int("WAVE_BUILD_LOG_MAX_BYTES", 4 * 1024 * 1024, minimum=1024)
+# `buildah bud --network` for RUN steps (`none` cuts them off the network); empty: buildah's default.
+WAVE_BUILD_NETWORK = env_str("WAVE_BUILD_NETWORK") or ""
 # Builds and the periodic tasks run in prefork processes; layer downloads (I/O-bound) in a worker of their own
 # with a thread per download, so that slow layer servers never hold back builds, the reaper or each other.
 WAVE_WORKER_CONCURRENCY = env_int("WAVE_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
