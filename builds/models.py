@@ -42,6 +42,12 @@ class Build(models.Model):
     claimed_by = models.CharField(max_length=200, blank=True, help_text="host:pid:nonce of the running attempt.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     queued_at = models.DateTimeField(default=timezone.now, help_text="When it last entered the queue.")
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the reaper last sent it again (empty: sent once, when queued)."
+    )
+    resends = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the reaper sent it again (each wait doubles)."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -84,6 +85,13 @@ def blob_store_write(key: str, content: bytes) -> None:
 def blob_delete(key: str) -> None:
     with store_errors():
         default_storage.delete(key)
+
+
+@contextmanager
+def blob_open(key: str) -> Iterator[IO[bytes]]:
+    """A stored blob opened for reading (streamed, whatever its size); FileNotFoundError when it is missing."""
+    with store_errors(), default_storage.open(key, "rb") as handle:
+        yield handle
 
 
 def blob_exists(key: str) -> bool:

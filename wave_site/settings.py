@@ -194,6 +194,14 @@ else:
 WAVE_BUILD_TIMEOUT = env_int("WAVE_BUILD_TIMEOUT", 900, minimum=1)
 # A build's log is kept in the blob store up to this many bytes (a last line says when it was cut).
 WAVE_BUILD_LOG_MAX_BYTES = env_int("WAVE_BUILD_LOG_MAX_BYTES", 4 * 1024 * 1024, minimum=1024)
+# Durable builds (builds.services): a running build beats every HEARTBEAT s; the reaper (every REAP_INTERVAL s)
+# fails one silent for STALE_AFTER s, or running past the build timeout + GRACE s ("build worker lost").
+WAVE_BUILD_HEARTBEAT = env_int("WAVE_BUILD_HEARTBEAT", 5, minimum=1)
+WAVE_BUILD_STALE_AFTER = env_int("WAVE_BUILD_STALE_AFTER", 60, minimum=2)
+WAVE_BUILD_GRACE = env_int("WAVE_BUILD_GRACE", 120, minimum=0)
+WAVE_BUILD_REAP_INTERVAL = env_int("WAVE_BUILD_REAP_INTERVAL", 30, minimum=1)
+if WAVE_BUILD_STALE_AFTER < 2 * WAVE_BUILD_HEARTBEAT:
+    raise ImproperlyConfigured("WAVE_BUILD_STALE_AFTER must be at least twice WAVE_BUILD_HEARTBEAT")
 # `buildah bud --network` for RUN steps (`none` cuts them off the network); empty: buildah's default.
 WAVE_BUILD_NETWORK = env_str("WAVE_BUILD_NETWORK") or ""
 # Builds and the periodic tasks run in prefork processes; layer downloads (I/O-bound) in a worker of their own
@@ -240,6 +248,8 @@ if WAVE_LAYER_DOWNLOAD_STALE_AFTER < 2 * WAVE_LAYER_DOWNLOAD_HEARTBEAT:
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "purge-expired-container-requests": {"task": "requests_app.container_request_purge", "schedule": 3600.0},
     "purge-retired-pairing-keys": {"task": "credentials.pairing_key_purge", "schedule": 3600.0},
+    "reap-builds": {"task": "builds.build_reap", "schedule": float(WAVE_BUILD_REAP_INTERVAL),
+                    "options": {"queue": "default"}},
     # On the default queue: the reaper must not wait behind the downloads it watches.
     "reap-layer-downloads": {"task": "requests_app.layer_download_reap", "schedule": float(WAVE_LAYER_REAP_INTERVAL),
                              "options": {"queue": "default"}},
