@@ -7,8 +7,6 @@ does; layer locations are shown without credentials or signatures.
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +14,8 @@ from rest_framework import serializers
 
 from requests_app.models import InjectedLayer
 from wave_site.redact import redact_url
+from wave_site.serializers import InstantField, OutputSerializer, SharedFieldsSerializer
+from wave_site.serializers import instant as instant  # moved to wave_site (builds use it too); still importable here
 
 # --- input --------------------------------------------------------------------------------------
 
@@ -33,31 +33,11 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class SharedFieldsSerializer(serializers.Serializer):
-    """Plain fields are shallow-copied per serializer instance, not rebuilt.
-
-    DRF deep-copies every declared field for each serializer instance, which re-runs every field's
-    constructor: that was a tenth of a POST's CPU. Plain fields keep no per-request state (binding
-    sets attributes on the copy only), so a shallow copy is enough; nested serializers (and lists of
-    them) still get a deep copy, because they do keep state while validating.
-    """
-
-    def get_fields(self) -> dict[str, serializers.Field]:
-        return {name: copy.deepcopy(field) if _keeps_state(field) else copy.copy(field)
-                for name, field in self._declared_fields.items()}  # fmt: skip
-
-
 class InputSerializer(SharedFieldsSerializer):
     """A request body's types."""
 
     # Type errors in JSON terms: DRF's defaults name Python types ("got list", "got str").
     default_error_messages = {"invalid": "Expected a JSON object."}
-
-
-def _keeps_state(field: serializers.Field) -> bool:
-    return isinstance(field, serializers.BaseSerializer) or isinstance(
-        getattr(field, "child", None), serializers.BaseSerializer
-    )
 
 
 class LayerListField(serializers.ListField):
@@ -208,18 +188,6 @@ class ContainerRequestV2InputSerializer(ContainerRequestV1InputSerializer):
 # --- output -------------------------------------------------------------------------------------
 
 
-def instant(value: dt.datetime) -> str:
-    """ISO-8601 instant in UTC with milliseconds: `2026-11-28T12:00:00.123Z`."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-class InstantField(serializers.DateTimeField):
-    """An instant as the reference writes it: UTC, milliseconds, `Z`."""
-
-    def to_representation(self, value: dt.datetime) -> str:
-        return instant(value)
-
-
 class LayerLocationField(serializers.CharField):
     """`data:` for an inline layer (its payload is never stored); the URL without secrets otherwise."""
 
@@ -232,28 +200,6 @@ class NotFrozenField(serializers.BooleanField):
 
     def get_attribute(self, instance: object) -> bool:
         return False
-
-
-# Bound output fields per serializer class (see OutputSerializer._readable_fields).
-_READABLE_FIELDS: dict[type, list[serializers.Field]] = {}
-
-
-class OutputSerializer(SharedFieldsSerializer):
-    """An answer: null and empty values are left out, as the reference omits null fields."""
-
-    @property
-    def _readable_fields(self) -> list[serializers.Field]:
-        """Rendering only reads its fields, so they are bound once per class and shared by every answer:
-        copying and binding them for each one was most of the cost of rendering it."""
-        fields = _READABLE_FIELDS.get(type(self))
-        if fields is None:
-            bound = [field for field in self.fields.values() if not field.write_only]
-            fields = _READABLE_FIELDS.setdefault(type(self), bound)
-        return fields  # only iterated, never changed
-
-    def to_representation(self, instance: Any) -> dict[str, Any]:
-        data = super().to_representation(instance)
-        return {key: value for key, value in data.items() if value is not None and value != "" and value != {}}
 
 
 class ContainerTokenV1ResponseSerializer(OutputSerializer):
