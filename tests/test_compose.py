@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from wave_site.celery import PROCESS_POOL_QUEUES, QUEUES, THREAD_POOL_QUEUES
+from wave_site.celery import MAINTENANCE_QUEUES, PROCESS_POOL_QUEUES, QUEUES, THREAD_POOL_QUEUES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,17 +54,21 @@ def option(command: list[str], name: str) -> str:
 
 
 def test_workers_consume_every_queue_downloads_in_threads_and_beat_schedules() -> None:
-    """As `manage.py run`: builds and the reaper in processes, layer downloads in a thread pool of their own."""
+    """As `manage.py run`: builds in processes, layer downloads in a thread pool of their own, the periodic tasks
+    in a third worker."""
     services = load_compose()["services"]
     worker, downloads = services["worker"]["command"], services["downloads"]["command"]
-    for command in (worker, downloads):
+    maintenance = services["maintenance"]["command"]
+    for command in (worker, downloads, maintenance):
         assert command[:6] == ["python", "-m", "celery", "-A", "wave_site", "worker"]
     assert (option(worker, "--queues"), option(worker, "--pool")) == (",".join(PROCESS_POOL_QUEUES), "prefork")
     assert (option(downloads, "--queues"), option(downloads, "--pool")) == (",".join(THREAD_POOL_QUEUES), "threads")
+    assert (option(maintenance, "--queues"), option(maintenance, "--pool")) == (",".join(MAINTENANCE_QUEUES), "solo")
     assert option(downloads, "--concurrency") == "16"
-    assert sorted([*PROCESS_POOL_QUEUES, *THREAD_POOL_QUEUES]) == sorted(QUEUES)
+    assert sorted([*PROCESS_POOL_QUEUES, *THREAD_POOL_QUEUES, *MAINTENANCE_QUEUES]) == sorted(QUEUES)
     assert services["worker"]["privileged"] is True
     assert "privileged" not in services["downloads"]
+    assert "privileged" not in services["maintenance"]
     assert "beat" in services["beat"]["command"]
 
 

@@ -32,8 +32,11 @@ from kombu.transport import redis as kombu_redis
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "wave_site.settings")
 
 QUEUES = ("builds", "layers", "default")
-PROCESS_POOL_QUEUES = ("builds", "default")
+# Builds in processes (one each); layer downloads in threads; the periodic tasks (reapers, purges) in a worker
+# of their own, so that they never wait behind the builds and downloads they watch.
+PROCESS_POOL_QUEUES = ("builds",)
 THREAD_POOL_QUEUES = ("layers",)
+MAINTENANCE_QUEUES = ("default",)
 logger = logging.getLogger(__name__)
 
 

@@ -46,7 +46,7 @@ def assert_stops_cleanly(service: RunningService, signum: int = signal.SIGTERM) 
     no cold shutdown, no ERROR line (Celery's prefork children are stopped by their own main process)."""
     assert service.pids(), "no process of the service was found"
     # A worker signalled before Celery installed its handlers just dies (no warm shutdown to observe).
-    for worker in ("worker", "downloads"):
+    for worker in ("worker", "downloads", "maintenance"):
         wait_until(
             lambda worker=worker: re.search(rf"{worker}\s*\|.* ready\.", service.log()) is not None,
             timeout=60,
@@ -64,7 +64,7 @@ def assert_stops_cleanly(service: RunningService, signum: int = signal.SIGTERM) 
     assert "SIGQUIT" not in stopping
     assert "ForkPoolWorker" not in stopping
     assert not [line for line in stopping.splitlines() if " ERROR" in line or "Traceback" in line]
-    for worker in ("worker", "downloads"):
+    for worker in ("worker", "downloads", "maintenance"):
         assert re.search(rf"{worker}\s*\| worker: Warm shutdown \(MainProcess\)", stopping), worker
         assert re.search(rf"system\s*\| {worker} stopped \(rc=0\)", stopping), worker
     with pytest.raises(httpx.ConnectError):
@@ -143,13 +143,14 @@ def test_embedded_service_serves_every_page_and_stops_cleanly(
     assert status["succeeded"] is True
 
     output = embedded.log()
-    for name in ("web", "worker", "downloads", "beat", "system"):
+    for name in ("web", "worker", "downloads", "maintenance", "beat", "system"):
         assert re.search(rf"^\d\d:\d\d:\d\d {name}\s*\| ", output, re.MULTILINE), f"no output prefixed {name}"
-    for name in ("registry", "web", "worker", "downloads", "beat"):
+    for name in ("registry", "web", "worker", "downloads", "maintenance", "beat"):
         assert re.search(rf"system\s*\| {name} started \(pid=\d+\)", output), f"{name} did not start"
-    # Builds and the reaper in processes; layer downloads in threads, a worker of their own.
+    # Builds in processes; layer downloads in threads, a worker of their own; the periodic tasks in a third.
     assert re.search(r"worker\s*\|\s+\.> builds\s+exchange=builds", output)
-    assert re.search(r"worker\s*\|\s+\.> default\s+exchange=default", output)
+    assert re.search(r"maintenance\s*\|\s+\.> default\s+exchange=default", output)
+    assert not re.search(r"worker\s*\|\s+\.> default", output)
     assert re.search(r"worker\s*\| .*\.> concurrency: \d+ \(prefork\)", output)
     assert re.search(r"downloads\s*\|\s+\.> layers\s+exchange=layers", output)
     assert re.search(r"downloads\s*\| .*\.> concurrency: 16 \(thread\)", output)

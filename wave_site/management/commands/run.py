@@ -1,9 +1,10 @@
 """`manage.py run` (what `make run` calls): migrate, then run every process of the service together.
 
-Processes: the local build registry (only when WAVE_BUILD_REPO is unset), the ASGI web server, two
-Celery workers (`worker`: builds and periodic tasks in WAVE_WORKER_CONCURRENCY processes; `downloads`:
-layer downloads in WAVE_DOWNLOAD_CONCURRENCY threads) and Celery beat. Output is prefixed per process;
-SIGINT or SIGTERM stops them all, and when one of them exits the others are stopped too.
+Processes: the local build registry (only when WAVE_BUILD_REPO is unset), the ASGI web server, three
+Celery workers (`worker`: builds in WAVE_WORKER_CONCURRENCY processes; `downloads`: layer downloads in
+WAVE_DOWNLOAD_CONCURRENCY threads; `maintenance`: the periodic tasks, one at a time) and Celery beat.
+Output is prefixed per process; SIGINT or SIGTERM stops them all, and when one of them exits the others
+are stopped too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from wave_site.celery import PROCESS_POOL_QUEUES, THREAD_POOL_QUEUES
+from wave_site.celery import MAINTENANCE_QUEUES, PROCESS_POOL_QUEUES, THREAD_POOL_QUEUES
 from wave_site.config import commit_id
 from wave_site.process_manager import ServiceManager
 
@@ -133,7 +134,7 @@ class Command(BaseCommand):
             raise CommandError(f"WAVE_PORT {settings.WAVE_PORT} is already in use")
 
         # A worker's pool stops through a warm shutdown of its main process (process_manager).
-        manager = ServiceManager(warm_shutdown=frozenset({"worker", "downloads"}))
+        manager = ServiceManager(warm_shutdown=frozenset({"worker", "downloads", "maintenance"}))
         registry_address = None
         if settings.WAVE_LOCAL_REGISTRY:
             binary = shutil.which("docker-registry")
@@ -168,17 +169,24 @@ class Command(BaseCommand):
             python, name="worker", queues=PROCESS_POOL_QUEUES, pool="prefork",
             concurrency=settings.WAVE_WORKER_CONCURRENCY, port=settings.WAVE_PORT, log_level=settings.WAVE_LOG_LEVEL,
         )  # fmt: skip
-        # Downloads wait on the network: threads, many of them, and never in the way of the reaper or builds.
+        # Downloads wait on the network: threads, many of them.
         downloads = celery_worker_command(
             python, name="downloads", queues=THREAD_POOL_QUEUES, pool="threads",
             concurrency=settings.WAVE_DOWNLOAD_CONCURRENCY, port=settings.WAVE_PORT, log_level=settings.WAVE_LOG_LEVEL,
+        )  # fmt: skip
+        # The reapers and purges, never behind the builds and downloads they watch.
+        maintenance = celery_worker_command(
+            python, name="maintenance", queues=MAINTENANCE_QUEUES, pool="solo", concurrency=1,
+            port=settings.WAVE_PORT, log_level=settings.WAVE_LOG_LEVEL,
         )  # fmt: skip
         beat = [
             python, "-m", "celery", "-A", "wave_site", "beat",
             "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
             "--loglevel", settings.WAVE_LOG_LEVEL,
         ]  # fmt: skip
-        for name, command in (("web", web), ("worker", worker), ("downloads", downloads), ("beat", beat)):
+        processes = (("web", web), ("worker", worker), ("downloads", downloads), ("maintenance", maintenance),
+                     ("beat", beat))  # fmt: skip
+        for name, command in processes:
             # `exec`: honcho starts each command through a shell; the process itself must be the one signalled.
             manager.add_process(name, "exec " + shlex.join(command), env=env, cwd=str(settings.BASE_DIR))
 
