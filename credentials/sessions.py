@@ -67,23 +67,37 @@ def session_key(*, endpoint: str, access_token: str) -> str:
     return hmac.new(settings.SECRETS_ENCRYPTION_KEY, message, hashlib.sha256).hexdigest()
 
 
-def tower_session_open(*, endpoint: str, access_token: str, refresh_token: str = "") -> TowerAuth:
-    """The session of this (endpoint, token): created with the tokens as sent, or the stored one, whose
-    tokens may have been refreshed since (a newly sent refresh token is kept when none was stored)."""
+def tower_session_find(*, endpoint: str, access_token: str, refresh_token: str = "") -> TowerAuth:
+    """The stored session of this (endpoint, token), whose tokens may have been refreshed since (a newly sent
+    refresh token is kept when none was stored); else a new one, not saved yet (`tower_session_save`)."""
     key = session_key(endpoint=endpoint, access_token=access_token)
     found = TowerAuth.objects.filter(key=key).first()
     if found is None:
         auth = TowerAuth(key=key, endpoint=endpoint)
         auth.set_tokens(access_token=access_token, refresh_token=refresh_token)
-        try:
-            auth.save(force_insert=True)
-            return auth
-        except IntegrityError:  # opened by a concurrent request meanwhile
-            found = TowerAuth.objects.get(key=key)
+        return auth
     if refresh_token and not found.refresh_token_sealed:
         found.refresh_token_sealed = seal(refresh_token)
         TowerAuth.objects.filter(pk=found.pk).update(refresh_token_sealed=found.refresh_token_sealed)
     return found
+
+
+def tower_session_save(auth: TowerAuth) -> TowerAuth:
+    """Store a new session (its tokens as they are now); the stored one when a concurrent request won."""
+    if not auth._state.adding:
+        return auth
+    try:
+        auth.save(force_insert=True)
+        return auth
+    except IntegrityError:
+        return TowerAuth.objects.get(key=auth.key)
+
+
+def tower_session_open(*, endpoint: str, access_token: str, refresh_token: str = "") -> TowerAuth:
+    """The session of this (endpoint, token), stored."""
+    return tower_session_save(
+        tower_session_find(endpoint=endpoint, access_token=access_token, refresh_token=refresh_token)
+    )
 
 
 def tower_session_call(auth: TowerAuth, call: Callable[[TowerTokens, Callable[[TowerTokens], None]], T]) -> T:
@@ -96,6 +110,9 @@ def tower_session_call(auth: TowerAuth, call: Callable[[TowerTokens, Callable[[T
 
     def store(refreshed: TowerTokens) -> None:
         auth.set_tokens(access_token=refreshed.access_token, refresh_token=refreshed.refresh_token)
+        auth.refreshed_at, auth.refreshes = timezone.now(), auth.refreshes + 1  # a new session is saved with them
+        if auth._state.adding:
+            return
         TowerAuth.objects.filter(pk=auth.pk).update(
             access_token_sealed=auth.access_token_sealed,
             refresh_token_sealed=auth.refresh_token_sealed,
@@ -121,6 +138,7 @@ def tower_user_identify(*, auth: TowerAuth) -> TowerUser:
         auth, lambda tokens, store: tower_client().user_info(auth.endpoint, tokens, on_refresh=store)
     )
     if (auth.user_id, auth.user_name) != (user.id, user.user_name):
+        auth.user_id, auth.user_name = user.id, user.user_name
         TowerAuth.objects.filter(pk=auth.pk).update(user_id=user.id, user_name=user.user_name)
     return user
 
@@ -140,12 +158,13 @@ def tower_caller_identify(
     """
     if pairing_key_current(endpoint=endpoint) is None:
         raise InvalidRequest(f"Missing pairing record for Tower endpoint '{endpoint}'")
-    auth = tower_session_open(endpoint=endpoint, access_token=access_token, refresh_token=refresh_token)
-    cached = shared_cache().get(user_info_key(auth))
+    auth = tower_session_find(endpoint=endpoint, access_token=access_token, refresh_token=refresh_token)
+    cached = shared_cache().get(user_info_key(auth)) if not auth._state.adding else None
     if isinstance(cached, TowerUser):
         user = cached
     else:
         user = _identify(auth)
+        auth = tower_session_save(auth)  # only once Tower accepted the token: a refused one leaves nothing
         if settings.WAVE_TOWER_CACHE_TTL:
             shared_cache().set(user_info_key(auth), user, settings.WAVE_TOWER_CACHE_TTL)
     caller = Caller(ip=ip, user_id=user.id, user_name=user.user_name, email=user.email)

@@ -6,32 +6,21 @@ passwords stay in memory only and are never logged.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
 from registry.client import Credentials
+from wave_site.config import registry_credentials_file
 
 _lock = threading.Lock()
 _loaded: tuple[str, float, dict[str, Credentials]] | None = None
 
 
 def _parse(path: Path) -> dict[str, Credentials]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ImproperlyConfigured(f"WAVE_REGISTRY_CREDENTIALS: cannot read {path}: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise ImproperlyConfigured("WAVE_REGISTRY_CREDENTIALS: the file must hold a JSON object keyed by host")
-    result = {}
-    for host, entry in data.items():
-        if not isinstance(entry, dict) or not entry.get("username") or not entry.get("password"):
-            raise ImproperlyConfigured(f"WAVE_REGISTRY_CREDENTIALS: entry {host!r} needs a username and a password")
-        result[host.lower()] = Credentials(username=str(entry["username"]), password=str(entry["password"]))
-    return result
+    entries = registry_credentials_file(str(path))
+    return {host: Credentials(username=username, password=password) for host, (username, password) in entries.items()}
 
 
 def static_credentials(registry: str) -> Credentials | None:

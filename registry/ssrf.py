@@ -31,6 +31,9 @@ class DestinationRefusedError(Exception):
         self.message = str(self)
 
 
+UNRESOLVABLE = "the host name does not resolve (check its spelling)"
+
+
 def _is_public(address: str) -> bool:
     """Globally routable, after unwrapping IPv4 addresses carried inside IPv6 (mapped, 6to4, Teredo)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -60,7 +63,7 @@ def check_destination(authority: str, *, allow: Iterable[str] = (), trusted: Ite
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
-        raise DestinationRefusedError(host, "the host name does not resolve") from None
+        raise DestinationRefusedError(host, UNRESOLVABLE, can_be_allowed=False) from None
     for info in infos:
         address = str(info[4][0])
         if not _is_public(address):
@@ -94,7 +97,7 @@ def pinned_address(host: str, port: int, check: AddressCheck) -> str:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise DestinationRefusedError(host, "the host name does not resolve") from None
+        raise DestinationRefusedError(host, UNRESOLVABLE, can_be_allowed=False) from None
     addresses = [str(info[4][0]) for info in infos]
     for address in addresses:
         check(host, port, address)

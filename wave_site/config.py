@@ -129,3 +129,29 @@ def _git_commit(checkout: str) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
+def registry_credentials_file(path: str) -> dict[str, tuple[str, str]]:
+    """The entries of a `WAVE_REGISTRY_CREDENTIALS` file, `{host: (username, password)}` with hosts in lower case;
+    ImproperlyConfigured naming the variable and the entry when it is unreadable or malformed (never a secret)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ImproperlyConfigured(f"WAVE_REGISTRY_CREDENTIALS: cannot read {path}: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ImproperlyConfigured("WAVE_REGISTRY_CREDENTIALS: the file must hold a JSON object keyed by host")
+    entries = {}
+    for host, entry in data.items():
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("username"), str)
+            or not isinstance(entry.get("password"), str)
+            or not entry["username"]
+            or not entry["password"]
+        ):
+            raise ImproperlyConfigured(f"WAVE_REGISTRY_CREDENTIALS: entry {host!r} needs a username and a password")
+        entries[host.lower()] = (entry["username"], entry["password"])
+    return entries

@@ -14,7 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from wave_site import __version__
-from wave_site.config import env_bool, env_int, env_list, env_str, env_url
+from wave_site.config import env_bool, env_int, env_list, env_str, env_url, registry_credentials_file
 from wave_site.datadir import embedded_broker_folders
 from wave_site.keys import fernet_key, master_secret
 from wave_site.storage import s3_blob_storage
@@ -347,6 +347,8 @@ WAVE_VALIDATE_CREDS_PER_MINUTE = env_int("WAVE_VALIDATE_CREDS_PER_MINUTE", 10, m
 WAVE_REGISTRY_CREDENTIALS = env_str("WAVE_REGISTRY_CREDENTIALS")
 if WAVE_REGISTRY_CREDENTIALS and not Path(WAVE_REGISTRY_CREDENTIALS).is_file():
     raise ImproperlyConfigured(f"WAVE_REGISTRY_CREDENTIALS names no readable file: {WAVE_REGISTRY_CREDENTIALS!r}")
+if WAVE_REGISTRY_CREDENTIALS:
+    registry_credentials_file(WAVE_REGISTRY_CREDENTIALS)  # a malformed file stops the start (read again on change)
 
 # --- Operators --------------------------------------------------------------------------------
 WAVE_ADMIN_USER = env_str("WAVE_ADMIN_USER", "admin")

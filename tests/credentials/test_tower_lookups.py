@@ -370,3 +370,15 @@ def test_tower_callers_use_their_own_credentials_and_the_service_its_own_for_its
     assert tower.requests == []
     anonymous = credentials_lookup(None)
     assert anonymous(REGISTRY) == Credentials("service", "service-pw")
+
+
+def test_a_refused_token_leaves_no_session(tower: TowerStandIn, alice: TowerUser) -> None:
+    with pytest.raises(NotAuthenticated):
+        tower_caller_identify(ip=None, endpoint=tower.url, workspace_id=None, access_token="refused-token")
+    assert TowerAuth.objects.count() == 0
+    access, refresh = tower.issue_tokens(alice)
+    tower.expire(access)
+    tower_caller_identify(ip=None, endpoint=tower.url, workspace_id=None, access_token=access, refresh_token=refresh)
+    stored = TowerAuth.objects.get()  # saved once identified, with the refreshed tokens
+    assert (stored.refreshes, stored.user_name) == (1, "alice")
+    assert stored.access_token != access

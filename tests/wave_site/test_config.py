@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from tests.support.service import REPO, service_environment
-from wave_site.config import env_bool, env_int, env_list, env_str, env_url, redact_url
+from wave_site.config import env_bool, env_int, env_list, env_str, env_url, redact_url, registry_credentials_file
 
 WEB = frozenset({"http", "https"})
 
@@ -94,3 +95,24 @@ def test_public_url_follows_wave_port_when_not_set(tmp_path: Path) -> None:
 def test_configured_public_url_wins_over_wave_port(tmp_path: Path) -> None:
     value = _settings_value(tmp_path, "WAVE_SERVER_URL", WAVE_PORT="9390", WAVE_SERVER_URL="https://wave.example.org/")
     assert value == "https://wave.example.org"
+
+
+def test_a_malformed_registry_credentials_file_stops_the_start_naming_the_entry(tmp_path: Path) -> None:
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps({"registry.example.org:5000": {"username": "alice"}}))
+    environment = service_environment(
+        WAVE_DATA_DIR=str(tmp_path / "data"), DJANGO_SETTINGS_MODULE="wave_site.settings",
+        WAVE_REGISTRY_CREDENTIALS=str(creds),
+    )  # fmt: skip
+    code = "import django; django.setup()"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=environment, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert (
+        "ImproperlyConfigured: WAVE_REGISTRY_CREDENTIALS: entry 'registry.example.org:5000' needs a username and a "
+        "password" in result.stderr
+    )
+    creds.write_text("{not json")
+    with pytest.raises(ImproperlyConfigured, match=r"WAVE_REGISTRY_CREDENTIALS: cannot read .* JSONDecodeError"):
+        registry_credentials_file(str(creds))
+    creds.write_text(json.dumps({"Quay.IO": {"username": "q", "password": "secret-pw"}}))
+    assert registry_credentials_file(str(creds)) == {"quay.io": ("q", "secret-pw")}
