@@ -226,7 +226,8 @@ def build_rebuild(*, build: Build) -> Build:
         conda_file=build.conda_file, spack_file=build.spack_file, cache_repository=build.cache_repository,
         context_digest=build.context_digest,
     )  # fmt: skip
-    caller = Caller(ip=build.client_ip, user_id=build.user_id, user_name=build.user_name, email=build.user_email)
+    caller = Caller(ip=build.client_ip, user_id=build.user_id, user_name=build.user_name, email=build.user_email,
+                    tower_endpoint=build.tower_endpoint)  # fmt: skip
     tower = None
     if build.tower_auth_id is not None:
         tower = TowerContext(

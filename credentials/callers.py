@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -14,6 +15,12 @@ LEGACY_TOWER_ENDPOINT = "https://api.tower.nf"
 CURRENT_TOWER_ENDPOINT = "https://api.cloud.seqera.io"
 
 
+def tower_user_key(endpoint: str, user_id: int) -> str:
+    """What rate limits and download caps count a Tower user by: their id *at their Tower*. Anyone may pair a
+    Tower of their own, which may claim any id: ids of different endpoints never share a budget."""
+    return f"user:{hashlib.sha256(endpoint.encode()).hexdigest()[:12]}:{user_id}"
+
+
 @dataclass(frozen=True)
 class Caller:
     """The client IP, and the Tower user when the request carried a Tower token that identified one."""
@@ -22,10 +29,13 @@ class Caller:
     user_id: int | None = None
     user_name: str = ""
     email: str = ""
+    tower_endpoint: str = ""
 
     @property
     def rate_limit_key(self) -> str:
-        return f"user:{self.user_id}" if self.user_id is not None else f"ip:{self.ip or 'unknown'}"
+        if self.user_id is not None:
+            return tower_user_key(self.tower_endpoint, self.user_id)
+        return f"ip:{self.ip or 'unknown'}"
 
 
 def tower_endpoint_of(value: str | None) -> str:

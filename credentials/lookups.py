@@ -16,19 +16,29 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.utils import timezone
 
 from credentials.models import CredentialLookup, PairingKey, TowerAuth
 from credentials.packets import ContainerRegistryKeys, PacketError, keys_parse
-from credentials.pairing import pairing_key_current, pairing_key_decrypt
+from credentials.pairing import pairing_key_decrypt
 from credentials.secrets import seal, unseal
 from credentials.sessions import TowerContext, tower_client, tower_session_call
-from credentials.tower import RefreshHook, TowerCredentials, TowerError, TowerForbidden, TowerTokens, TowerUnavailable
+from credentials.tower import (
+    RefreshHook,
+    TowerCredentials,
+    TowerError,
+    TowerForbidden,
+    TowerNotFound,
+    TowerTokens,
+    TowerUnavailable,
+)
 from registry.client import Credentials
 from wave_site.cache import shared_cache
 
 logger = logging.getLogger(__name__)
 
 CONTAINER_REGISTRY = "container-reg"
+MAX_PAIRINGS_TRIED = 3
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 
@@ -136,21 +146,40 @@ def _fetch(context: TowerContext, registry: str) -> Found:
     match = _first_match(entries, registry)
     if match is None:
         return Found(credentials_id="", credentials=None)
-    pairing = pairing_key_current(endpoint=context.endpoint)
-    if pairing is None:
+    pairings = pairing_keys_usable(endpoint=context.endpoint)
+    if not pairings:
         raise CredentialsRefused(missing_pairing_message(context.endpoint))
+    for position, pairing in enumerate(pairings):
 
-    def keys(tokens: TowerTokens, store: RefreshHook) -> str:
-        return client.credential_keys(
-            context.endpoint, tokens, credentials_id=match.id, pairing_id=pairing.pairing_id,
-            workspace_id=context.workspace_id, on_refresh=store,
-        )  # fmt: skip
+        def keys(tokens: TowerTokens, store: RefreshHook, pairing_id: int = pairing.pairing_id) -> str:
+            return client.credential_keys(
+                context.endpoint, tokens, credentials_id=match.id, pairing_id=pairing_id,
+                workspace_id=context.workspace_id, on_refresh=store,
+            )  # fmt: skip
 
-    packet = tower_session_call(auth, keys)
+        try:
+            packet = tower_session_call(auth, keys)
+            break
+        except TowerError as exc:
+            # Tower knows another pair than the newest (someone paired its endpoint since the lease ended, and
+            # Tower has not paired again yet): the older pairs still decrypt until they are retired.
+            if position == len(pairings) - 1 or not is_pairing_refused(exc):
+                raise
     parsed = keys_parse(_decrypt(pairing, packet))
     if not isinstance(parsed, ContainerRegistryKeys):
         raise CredentialsRefused(f"Tower credentials '{match.name}' are not container registry credentials")
     return Found(credentials_id=match.id, credentials=Credentials(username=parsed.user_name, password=parsed.password))
+
+
+def pairing_keys_usable(*, endpoint: str) -> list[PairingKey]:
+    """The pairs of `endpoint` that still decrypt, newest first (at most MAX_PAIRINGS_TRIED)."""
+    usable = PairingKey.objects.filter(service="tower", endpoint=endpoint, retired_at__gt=timezone.now())
+    return list(usable.order_by("-created_at")[:MAX_PAIRINGS_TRIED])
+
+
+def is_pairing_refused(exc: TowerError) -> bool:
+    """Tower answered that it does not know the pairing sent (a 400 or 404 to the keys call)."""
+    return isinstance(exc, TowerNotFound) or (isinstance(exc, TowerUnavailable) and " answered 400 " in exc.message)
 
 
 def _decrypt(pairing: PairingKey, packet: str) -> bytes:

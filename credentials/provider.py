@@ -1,7 +1,9 @@
 """Which credentials pull from (and, for builds, push to) a registry on a caller's behalf.
 
-- A caller with a Tower session: their own credentials from Tower, per registry host; the service's own
-  credentials only for the service's build and cache repositories.
+- A caller with a Tower session: their own credentials from Tower, per registry host; on the registries of the
+  service's build and cache repositories, the service's own when Tower has none for that host. (What the
+  service pulls from or pushes to its own repositories, built images, is asked with the service's credentials
+  alone: `credentials_lookup(None)`.)
 - Anyone else: the service's own credentials for that host (an admin `RegistryCredential` entry, else the
   `WAVE_REGISTRY_CREDENTIALS` file), else anonymous.
 
@@ -67,10 +69,10 @@ def credentials_lookup(tower: TowerContext | None) -> CredentialsLookup:
 
     def lookup(registry: str) -> Credentials | None:
         if registry not in answers:
-            if is_own_registry(registry):
-                answers[registry] = service_credentials(registry)
-            else:
-                answers[registry] = tower_registry_credentials(context=tower, registry=registry)
+            found = tower_registry_credentials(context=tower, registry=registry)
+            if found is None and is_own_registry(registry):
+                found = service_credentials(registry)
+            answers[registry] = found
         return answers[registry]
 
     return lookup

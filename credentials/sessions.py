@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +41,8 @@ from wave_site.cache import shared_cache
 from wave_site.errors import OUTAGE_RETRY_AFTER, InvalidRequest, NotAuthenticated, TemporarilyUnavailable
 
 T = TypeVar("T")
+REFRESH_WAIT = 3.0  # seconds a refused refresh waits for another process's refresh to be stored
+REFRESH_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def tower_session_call(auth: TowerAuth, call: Callable[[TowerTokens, Callable[[T
     """`call(tokens, on_refresh)` with the session's current tokens; a refresh is stored for later calls.
 
     Refresh tokens are single use: when another process refreshed first, our refresh is refused, so the
-    call is made once more with the tokens that process stored.
+    call is made once more with the tokens that process stores (waited for briefly: it may still be storing).
     """
     tokens = TowerTokens(access_token=auth.access_token, refresh_token=auth.refresh_token)
 
@@ -120,16 +123,31 @@ def tower_session_call(auth: TowerAuth, call: Callable[[TowerTokens, Callable[[T
             refreshes=F("refreshes") + 1,
         )
 
+    sent = tokens.access_token
     try:
         return call(tokens, store)
     except TowerUnauthorized:
-        stored = TowerAuth.objects.filter(pk=auth.pk).first()
-        if stored is None or stored.access_token_sealed == auth.access_token_sealed:
+        if not tokens.refresh_token:
             raise
-        if stored.access_token == tokens.access_token:
+        stored = _refreshed_elsewhere(auth, not_any_of={sent, tokens.access_token})
+        if stored is None:
             raise
         auth.access_token_sealed, auth.refresh_token_sealed = stored.access_token_sealed, stored.refresh_token_sealed
         return call(TowerTokens(access_token=auth.access_token, refresh_token=auth.refresh_token), store)
+
+
+def _refreshed_elsewhere(auth: TowerAuth, *, not_any_of: set[str]) -> TowerAuth | None:
+    """The session as another process stored it after refreshing it (refresh tokens are single use: the one
+    that refreshed first wins, and stores its new tokens a moment later); None when none shows up within
+    REFRESH_WAIT seconds."""
+    deadline = time.monotonic() + REFRESH_WAIT
+    while True:
+        stored = TowerAuth.objects.filter(key=auth.key).first()
+        if stored is not None and stored.access_token not in not_any_of:
+            return stored
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(REFRESH_POLL)
 
 
 def tower_user_identify(*, auth: TowerAuth) -> TowerUser:
@@ -167,7 +185,7 @@ def tower_caller_identify(
         auth = tower_session_save(auth)  # only once Tower accepted the token: a refused one leaves nothing
         if settings.WAVE_TOWER_CACHE_TTL:
             shared_cache().set(user_info_key(auth), user, settings.WAVE_TOWER_CACHE_TTL)
-    caller = Caller(ip=ip, user_id=user.id, user_name=user.user_name, email=user.email)
+    caller = Caller(ip=ip, user_id=user.id, user_name=user.user_name, email=user.email, tower_endpoint=endpoint)
     context = TowerContext(
         auth_id=auth.pk, endpoint=endpoint, workspace_id=workspace_id, user_id=user.id, user_name=user.user_name
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
+from credentials.callers import tower_user_key
 from credentials.clients import registry_client_with
 from credentials.sessions import TowerContext
 from registry.augment import ContainerConfig, InjectedLayerRef
@@ -50,6 +51,7 @@ class ProxyTarget:
     config: ContainerConfig
     layer_digests: frozenset[str]
     tower: TowerContext | None = None  # the caller's Tower session: upstream calls use their credentials
+    build_id: str = ""  # the build that makes the image: pulls wait for it
 
     @property
     def is_augmented(self) -> bool:
@@ -58,7 +60,7 @@ class ProxyTarget:
     def rate_limit_key(self, ip: str | None) -> str:
         """Pulls count against the Tower user who asked for the container, else the pulling address."""
         if self.tower is not None and self.tower.user_id is not None:
-            return f"user:{self.tower.user_id}"
+            return tower_user_key(self.tower.endpoint, self.tower.user_id)
         return f"ip:{ip or 'unknown'}"
 
 
@@ -84,6 +86,7 @@ def _target_from(request: ContainerRequest) -> ProxyTarget:
         config=config,
         layer_digests=frozenset(la.gzip_digest for la in layers),
         tower=tower_context_of(request),
+        build_id=request.build_id,
     )
 
 
@@ -156,8 +159,9 @@ def load_target(token: str, name: str) -> ProxyTarget:
 
 def registry_client_for(target: ProxyTarget) -> RegistryClient:
     """The client that pulls a target's image: with the caller's own (Tower) credentials when the request
-    came with a Tower session, else the service's; one connection pool and token cache either way."""
-    return registry_client_with(target.tower)
+    came with a Tower session, else (and for images the service built) the service's; one connection pool and
+    token cache either way."""
+    return registry_client_with(None if target.build_id else target.tower)  # a built image is the service's
 
 
 def token_mark_revoked(*, token: str) -> None:

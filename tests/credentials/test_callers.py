@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pytest_django.fixtures import Settings
 
-from credentials.callers import Caller, tower_endpoint_of
+from credentials.callers import Caller, tower_endpoint_of, tower_user_key
 from wave_site.errors import InvalidRequest
 
 
@@ -31,4 +31,10 @@ def test_malformed_tower_endpoints_are_refused_without_echoing_user_info(endpoin
 
 def test_callers_are_rate_limited_by_tower_user_when_known() -> None:
     assert Caller(ip="192.0.2.1").rate_limit_key == "ip:192.0.2.1"
-    assert Caller(ip="192.0.2.1", user_id=7, user_name="alice").rate_limit_key == "user:7"
+    alice = Caller(ip="192.0.2.1", user_id=7, user_name="alice", tower_endpoint="https://tower.example.org/api")
+    assert alice.rate_limit_key == tower_user_key("https://tower.example.org/api", 7)
+    assert alice.rate_limit_key.startswith("user:")
+    assert alice.rate_limit_key.endswith(":7")
+    # The same id at another Tower (anyone may pair one) is another budget.
+    other = Caller(ip="192.0.2.1", user_id=7, user_name="alice", tower_endpoint="https://evil.example.org")
+    assert other.rate_limit_key != alice.rate_limit_key

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
 from pytest_django.fixtures import Settings
 
+from credentials.callers import tower_user_key
 from credentials.lookups import (
     CredentialsRefused,
     CredentialsUnavailable,
@@ -184,7 +185,7 @@ def test_caller_identification(tower: TowerStandIn, alice: TowerUser, settings: 
     access, _ = tower.issue_tokens(alice)
     caller, context = tower_caller_identify(ip="192.0.2.1", endpoint=tower.url, workspace_id=7, access_token=access)
     assert (caller.user_id, caller.user_name, caller.email, caller.rate_limit_key) == (
-        11, "alice", "alice@example.org", "user:11",
+        11, "alice", "alice@example.org", tower_user_key(tower.url, 11),
     )  # fmt: skip
     assert (context.endpoint, context.workspace_id, context.user_id) == (tower.url, 7, 11)
     # user-info is remembered briefly: the next request with the token asks Tower nothing.
@@ -351,7 +352,7 @@ def test_service_credentials_admin_entries_win_over_the_file(admin_entries: None
     assert service_credentials("ghcr.io") is None
 
 
-def test_tower_callers_use_their_own_credentials_and_the_service_its_own_for_its_registries(
+def test_tower_callers_use_their_own_credentials_and_the_service_its_own_on_its_registries_as_a_fallback(
     tower: TowerStandIn, alice: TowerUser, admin_entries: None, settings: Settings
 ) -> None:
     settings.WAVE_BUILD_REPO = "build.example.org/wave/build"
@@ -361,9 +362,19 @@ def test_tower_callers_use_their_own_credentials_and_the_service_its_own_for_its
         entry.save()
     tower.add_credentials(alice, name="mine", registry=REGISTRY, user_name="al", password="alice-pw")
     tower.add_credentials(alice, name="build", registry="build.example.org", user_name="al", password="nope")
+    tower.add_credentials(alice, name="q", registry="quay.io", user_name="al", password="alice-quay-pw")
     lookup = credentials_lookup(context_for(tower, alice))
     assert lookup(REGISTRY) == Credentials("al", "alice-pw")
-    assert lookup("build.example.org") == Credentials("service", "service-pw")
+    # On the build repository's registry the caller's own come first (their private images there); the service's
+    # only when Tower has none.
+    assert lookup("build.example.org") == Credentials("al", "nope")
+    settings.WAVE_CACHE_REPO = "quay.io/wave/cache"
+    bob = tower.add_user(12, "bob", "bob@example.org")
+    entry = RegistryCredential(registry="quay.io", username="service")
+    entry.set_password("service-quay-pw")
+    entry.save()
+    admin_credentials_forget()
+    assert credentials_lookup(context_for(tower, bob))("quay.io") == Credentials("service", "service-quay-pw")
     assert lookup("ghcr.io") is None  # the Tower user has none: anonymous, never the service's
     tower.clear_requests()
     assert lookup(REGISTRY) == Credentials("al", "alice-pw")  # remembered for the lookup's lifetime

@@ -16,6 +16,7 @@ from django.test import Client
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
+from credentials.callers import tower_user_key
 from credentials.models import CredentialLookup, TowerAuth
 from credentials.sessions import tower_session_open
 from requests_app.models import ContainerRequest
@@ -225,5 +226,5 @@ def test_pulls_count_against_the_tower_user(
     url = f"{proxy.url}/v2/{repository}/manifests/{tag}"
     statuses = [httpx.get(url, timeout=30).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
-    assert shared_cache().keys("wave:ratelimit:pull:user:51:*")
+    assert shared_cache().keys(f"wave:ratelimit:pull:{tower_user_key(tower.url, 51)}:*")
     assert not shared_cache().keys("wave:ratelimit:pull:ip:*")
