@@ -23,6 +23,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("credentials.urls")),
     path("", include("requests_app.urls")),
+    path("", include("builds.urls")),
 ]
 
 handler404 = "wave_site.errors.not_found_view"

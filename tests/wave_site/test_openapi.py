@@ -112,3 +112,51 @@ def test_credentials_answers_are_described(schema: dict[str, Any]) -> None:
     component = schema["components"]["schemas"]["PairingResponse"]
     assert component["properties"]["pairingId"]["type"] == "string"
     assert sorted(component["required"]) == ["pairingId", "publicKey"]
+
+
+BUILD_OPERATIONS = {"build_describe", "build_status", "build_logs"}
+
+
+def test_every_build_operation_is_documented_with_examples_of_each_answer(schema: dict[str, Any]) -> None:
+    found = operations(schema)
+    answers = {operation_id: set(found[operation_id]["responses"]) for operation_id in BUILD_OPERATIONS}
+    assert answers == {
+        "build_describe": {"200", "404", "500", "503"},
+        "build_status": {"200", "404", "500", "503"},
+        "build_logs": {"200", "304", "404", "500", "503"},
+    }
+    for operation_id in BUILD_OPERATIONS:
+        assert found[operation_id]["tags"] == ["builds"]
+        (parameter,) = found[operation_id]["parameters"]
+        assert parameter["in"] == "path"
+        assert parameter["schema"] == {"type": "string", "pattern": "^bd-[0-9a-f]{16}_[0-9]+$"}
+        for status, response in found[operation_id]["responses"].items():
+            if status == "304":  # no body
+                assert "content" not in response
+                continue
+            (content,) = response["content"].values()
+            assert content.get("examples"), f"{operation_id} {status} has no example"
+
+
+def test_build_answers_are_described_by_their_serializers(schema: dict[str, Any]) -> None:
+    found = operations(schema)
+
+    def content(operation_id: str, status: str) -> dict[str, Any]:
+        return found[operation_id]["responses"][status]["content"]
+
+    assert content("build_describe", "200")["application/json"]["schema"]["$ref"].endswith("/BuildRecord")
+    assert content("build_status", "200")["application/json"]["schema"]["$ref"].endswith("/BuildStatus")
+    logs = content("build_logs", "200")
+    assert list(logs) == ["text/plain"]
+    assert logs["text/plain"]["schema"] == {"type": "string"}
+    for operation_id in BUILD_OPERATIONS:
+        assert content(operation_id, "404")["application/json"]["schema"]["$ref"].endswith("/ErrorMessage")
+    components = schema["components"]["schemas"]
+    assert sorted(components["BuildStatus"]["required"]) == ["id", "status"]
+    assert sorted(components["BuildRecord"]["required"]) == sorted(
+        ["buildId", "dockerFile", "targetImage", "platform", "status", "state", "creationTime", "pageUri"]
+    )
+    assert set(components["BuildRecord"]["properties"]) >= {
+        "buildId", "dockerFile", "condaFile", "spackFile", "targetImage", "platform", "startTime", "duration",
+        "exitStatus", "digest", "status", "succeeded",
+    }  # fmt: skip
