@@ -4,19 +4,25 @@ Every call is a GET with `Authorization: Bearer <token>` to `<endpoint><path>` (
 URL as the caller gave it). A 401 is answered once by a refresh, when there is a refresh token:
 `POST <endpoint>/oauth/access_token` with a form body; Tower sends the new tokens back as the `JWT` and
 `JWT_REFRESH_TOKEN` cookies, handed to `on_refresh` (which stores them) before the call is retried once.
-Network errors and 5xx answers are retried a bounded number of times; every call has timeouts.
+Network errors and 5xx answers are retried a bounded number of times. Each exchange (one request and its
+retries) has an absolute deadline, checked on every socket operation and while the body is read, so that a
+Tower dripping its answer cannot hold a request; answers are streamed and refused past MAX_BODY_BYTES.
+`/user-info` values the database cannot hold (an id past 64 bits, an over-long name or email) are refused.
 No token, password or packet ever appears in a message or a log line.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+import httpcore
 import httpx
 
 from registry.ssrf import DestinationRefusedError
@@ -24,6 +30,12 @@ from registry.ssrf import DestinationRefusedError
 CREDENTIALS_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_DEADLINE = 30.0  # seconds, when the HTTP client given has no read timeout to take it from
+# What the columns that hold a Tower user take (TowerAuth, CredentialLookup, ContainerRequest).
+USER_ID_RANGE = range(-(2**63), 2**63)
+MAX_USER_NAME = 256
+MAX_EMAIL = 320
+MAX_LABEL = 256
 
 
 class TowerError(Exception):
@@ -78,11 +90,26 @@ class TowerCredentials:
 RefreshHook = Callable[[TowerTokens], None]
 
 
+@dataclass(frozen=True)
+class TowerAnswer:
+    """A whole Tower answer, read within the limits (its body decoded as sent: gzip undone)."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
 class TowerClient:
-    def __init__(self, *, http: httpx.Client, retries: int = 2, backoff: float = 0.25) -> None:
+    def __init__(
+        self, *, http: httpx.Client, retries: int = 2, backoff: float = 0.25, deadline: float | None = None
+    ) -> None:
+        """`deadline`: seconds one exchange (a request and its retries) may take, from its start to the last byte
+        of its answer; by default the read timeout of `http` (WAVE_TOWER_TIMEOUT for the service's client)."""
         self.http = http
         self.retries = retries
         self.backoff = backoff
+        self.deadline = deadline if deadline is not None else _read_timeout(http)
+        _bound_by_deadlines(http)
 
     # --- API ----------------------------------------------------------------------------------
     def user_info(self, endpoint: str, tokens: TowerTokens, *, on_refresh: RefreshHook | None = None) -> TowerUser:
@@ -90,7 +117,11 @@ class TowerClient:
         user = body.get("user")
         if not isinstance(user, dict) or not isinstance(user.get("id"), int) or isinstance(user.get("id"), bool):
             raise TowerUnavailable(f"Tower at '{endpoint}' sent an unreadable user-info answer")
-        return TowerUser(id=user["id"], user_name=_text(user.get("userName")), email=_text(user.get("email")))
+        if user["id"] not in USER_ID_RANGE:
+            raise TowerUnavailable(f"Tower at '{endpoint}' sent a user id outside the signed 64-bit range")
+        user_name = _user_field(endpoint, "a user name", user.get("userName"), MAX_USER_NAME)
+        email = _user_field(endpoint, "an email", user.get("email"), MAX_EMAIL)
+        return TowerUser(id=user["id"], user_name=user_name, email=email)
 
     def list_credentials(
         self, endpoint: str, tokens: TowerTokens, *, workspace_id: int | None, on_refresh: RefreshHook | None = None
@@ -109,8 +140,8 @@ class TowerClient:
             found.append(
                 TowerCredentials(
                     id=str(entry["id"]),
-                    name=_text(entry.get("name")),
-                    provider=_text(entry.get("provider")),
+                    name=_label(entry.get("name")),
+                    provider=_label(entry.get("provider")),
                     registry=registry if isinstance(registry, str) and registry else None,
                 )
             )
@@ -143,51 +174,162 @@ class TowerClient:
     def _get(
         self, endpoint: str, path: str, query: dict[str, str], tokens: TowerTokens, on_refresh: RefreshHook | None
     ) -> dict[str, Any]:
-        response = self._send(endpoint, "GET", path, params=query, headers=_bearer(tokens))
-        if response.status_code == 401 and tokens.refresh_token:
+        answer = self._send(endpoint, "GET", path, params=query, headers=_bearer(tokens))
+        if answer.status_code == 401 and tokens.refresh_token:
             self._refresh(endpoint, tokens)
             if on_refresh is not None:
                 on_refresh(tokens)
-            response = self._send(endpoint, "GET", path, params=query, headers=_bearer(tokens))
-        return _json(endpoint, path, response)
+            answer = self._send(endpoint, "GET", path, params=query, headers=_bearer(tokens))
+        return _json(endpoint, path, answer)
 
     def _refresh(self, endpoint: str, tokens: TowerTokens) -> None:
         form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
-        response = self._send(endpoint, "POST", "/oauth/access_token", data=form)
-        if response.status_code in {400, 401, 403}:
+        answer = self._send(endpoint, "POST", "/oauth/access_token", data=form)
+        if answer.status_code in {400, 401, 403}:
             raise TowerUnauthorized(f"Tower at '{endpoint}' refused the access token and its refresh")
-        if response.status_code >= 300:
-            raise TowerUnavailable(f"Tower at '{endpoint}' answered {response.status_code} to a token refresh")
-        cookies = _cookies(response)
+        if answer.status_code >= 300:
+            raise TowerUnavailable(f"Tower at '{endpoint}' answered {answer.status_code} to a token refresh")
+        cookies = _cookies(answer)
         access = cookies.get("JWT")
         if not access:
             raise TowerUnavailable(f"Tower at '{endpoint}' refreshed the token but sent no JWT cookie")
         tokens.access_token = access
         tokens.refresh_token = cookies.get("JWT_REFRESH_TOKEN") or tokens.refresh_token
 
-    def _send(self, endpoint: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        url = endpoint + path
+    def _send(self, endpoint: str, method: str, path: str, **kwargs: Any) -> TowerAnswer:
+        """One exchange: the request, retried on network errors, 429 and 5xx while attempts and time remain,
+        all of it within `deadline` seconds."""
+        deadline = time.monotonic() + self.deadline
         for attempt in range(self.retries + 1):
+            answer = None
             try:
-                response = self.http.request(method, url, **kwargs)
+                answer = self._attempt(endpoint, method, endpoint + path, deadline, **kwargs)
             except DestinationRefusedError:
                 raise
             except httpx.HTTPError as exc:
+                if time.monotonic() >= deadline:
+                    raise self._too_slow(endpoint, exc) from None
                 if attempt == self.retries:
                     raise TowerUnavailable(f"Tower at '{endpoint}' is unreachable: {type(exc).__name__}") from None
             else:
-                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
-                    return response
-            time.sleep(self.backoff * (2**attempt))
+                if answer.status_code not in RETRY_STATUSES or attempt == self.retries:
+                    return answer
+            pause = self.backoff * (2**attempt)
+            if time.monotonic() + pause >= deadline:  # no time left for another attempt
+                if answer is not None:
+                    return answer
+                raise self._too_slow(endpoint, None)
+            time.sleep(pause)
         raise AssertionError("unreachable")
+
+    def _attempt(self, endpoint: str, method: str, url: str, deadline: float, **kwargs: Any) -> TowerAnswer:
+        """One request, its answer read whole (streamed: refused past MAX_BODY_BYTES, or past `deadline`)."""
+        token = _deadline.set(deadline)
+        try:
+            with self.http.stream(method, url, **kwargs) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        raise TowerUnavailable(f"Tower at '{endpoint}' sent an answer too large to read")
+                    if time.monotonic() >= deadline:
+                        raise self._too_slow(endpoint, None)
+                return TowerAnswer(status_code=response.status_code, headers=response.headers, content=bytes(body))
+        finally:
+            _deadline.reset(token)
+
+    def _too_slow(self, endpoint: str, exc: Exception | None) -> TowerUnavailable:
+        cause = f" ({type(exc).__name__})" if exc is not None else ""
+        return TowerUnavailable(f"Tower at '{endpoint}' did not answer within {self.deadline:g} s{cause}")
+
+
+# --- deadlines on the wire ------------------------------------------------------------------------
+# httpx's timeouts bound each socket operation, not an exchange: a Tower sending a byte of its headers or body
+# every few seconds never trips them. While a Tower exchange runs, `_deadline` holds its end (a context
+# variable: one per thread or task), and every connect, read and write of the Tower client's connections is
+# given at most the time left, failing at once past it. Other exchanges on the same pool are unaffected.
+
+_deadline: ContextVar[float | None] = ContextVar("tower_deadline", default=None)
+
+
+def _time_left(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the Tower exchange's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self.stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        tls = self.stream.start_tls(ssl_context, server_hostname, _time_left(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self.backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        stream = self.backend.connect_tcp(host, port, left, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self.backend.connect_unix_socket(path, left, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self.backend.sleep(seconds)
+
+
+def _bound_by_deadlines(http: httpx.Client) -> None:
+    """Have the connections of `http`'s default transport honour `_deadline` (wrapping its pool's network
+    backend, the SSRF guard included, as registry.ssrf installs that guard); other transports are left as they
+    are: the body loop still checks the deadline between chunks."""
+    pool = getattr(getattr(http, "_transport", None), "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if isinstance(backend, httpcore.NetworkBackend) and not isinstance(backend, _DeadlineBackend):
+        pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+
+
+def _read_timeout(http: httpx.Client) -> float:
+    read = http.timeout.read
+    return float(read) if read is not None else DEFAULT_DEADLINE
 
 
 def _bearer(tokens: TowerTokens) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens.access_token}", "Accept": "application/json"}
 
 
-def _json(endpoint: str, path: str, response: httpx.Response) -> dict[str, Any]:
-    status = response.status_code
+def _json(endpoint: str, path: str, answer: TowerAnswer) -> dict[str, Any]:
+    status = answer.status_code
     if status == 401:
         raise TowerUnauthorized(f"Tower at '{endpoint}' refused the access token")
     if status == 403:
@@ -196,10 +338,8 @@ def _json(endpoint: str, path: str, response: httpx.Response) -> dict[str, Any]:
         raise TowerNotFound(f"Tower at '{endpoint}' has no {path.split('?')[0]}")
     if status >= 300:
         raise TowerUnavailable(f"Tower at '{endpoint}' answered {status} to {path.split('?')[0]}")
-    if len(response.content) > MAX_BODY_BYTES:
-        raise TowerUnavailable(f"Tower at '{endpoint}' sent an answer too large to read")
     try:
-        body = response.json()
+        body = json.loads(answer.content)
     except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):
@@ -207,9 +347,9 @@ def _json(endpoint: str, path: str, response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def _cookies(response: httpx.Response) -> dict[str, str]:
+def _cookies(answer: TowerAnswer) -> dict[str, str]:
     found: dict[str, str] = {}
-    for header in response.headers.get_list("set-cookie"):
+    for header in answer.headers.get_list("set-cookie"):
         cookie: SimpleCookie = SimpleCookie()
         try:
             cookie.load(header)
@@ -221,3 +361,30 @@ def _cookies(response: httpx.Response) -> dict[str, str]:
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _user_field(endpoint: str, what: str, value: object, limit: int) -> str:
+    """A `/user-info` text as the database stores it: refused (TowerUnavailable) when longer than its column, or
+    holding what PostgreSQL cannot store (NUL, lone surrogates); absent or not a string is empty."""
+    text = _text(value)
+    if len(text) > limit:
+        raise TowerUnavailable(f"Tower at '{endpoint}' sent {what} longer than {limit} characters")
+    if not _is_storable(text):
+        raise TowerUnavailable(f"Tower at '{endpoint}' sent {what} with characters that cannot be stored")
+    return text
+
+
+def _label(value: object) -> str:
+    """A name Tower gives (credentials, provider), as it may be quoted in messages and lookup rows: printable
+    characters only, at most MAX_LABEL of them."""
+    return "".join(char for char in _text(value) if char.isprintable())[:MAX_LABEL]
+
+
+def _is_storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
