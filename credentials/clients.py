@@ -1,7 +1,8 @@
 """Construction of the clients that reach registries: one per process, sharing connections and tokens.
 
 A caller with credentials of their own (Tower) pulls through `registry_client().for_credentials(lookup)`:
-a view of the same client, so no connection pool or token cache is built per request.
+a view of the same client, so no connection pool or token cache is built per request. Registry tokens obtained
+with credentials (a caller's or the service's) are sealed in the cache like every other secret at rest.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import functools
 
 import httpx
+from cryptography.fernet import InvalidToken
 from django.conf import settings
 
 from credentials.policy import connect_check, destination_check
 from credentials.provider import credentials_lookup, service_credentials
+from credentials.secrets import seal, unseal
 from credentials.sessions import TowerContext
 from registry.client import DEFAULT_TIMEOUT, RegistryClient
 from registry.ssrf import guarded_transport
@@ -29,7 +32,20 @@ def registry_client() -> RegistryClient:
         cache=shared_cache(),
         check_destination=destination_check,
         fingerprint_key=settings.SECRETS_ENCRYPTION_KEY,
+        seal=seal,
+        unseal=token_unseal,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def token_unseal(sealed: str) -> str | None:
+    """A cached registry token, or None when it does not unseal (sealed under another key, or garbage): a miss.
+
+    Remembered per sealed value: a blob pull asks for its token every time, and unsealing costs ~25 us."""
+    try:
+        return unseal(sealed)
+    except InvalidToken:
+        return None
 
 
 def registry_client_with(tower: TowerContext | None) -> RegistryClient:

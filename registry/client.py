@@ -7,7 +7,9 @@ their `expires_in`; on a 401 the cached token is dropped and the request retried
 429 and 5xx answers are retried with bounded backoff. Redirects are never followed with credentials.
 
 One client serves every caller: `for_credentials` gives a view with other credentials that shares the
-connection pool and the token cache (token keys name the credentials by a keyed fingerprint). Only
+connection pool and the token cache (token keys name the credentials by a keyed fingerprint). Tokens obtained
+with credentials are cached sealed (`seal` / `unseal`, given by the caller): whoever reads the cache cannot
+pull with them; anonymous tokens, which anyone can obtain, are cached as they are. Only
 well-formed tags and digests are ever put in a URL, whatever an upstream document says. `login` checks
 someone's credentials as `docker login` does (`/validate-creds`); what it obtains is never cached.
 """
@@ -43,9 +45,16 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
 CHALLENGE_TTL = 300
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_TOKEN_TTL = 60
+MAX_TOKEN_TTL = 3600  # a token is cached no longer than this, whatever its expires_in
 DEFAULT_RETRY_AFTER = 10
 KEY_PREFIX = "wave:registry"
 CredentialsLookup = Callable[[str], "Credentials | None"]
+Seal = Callable[[str], str]
+Unseal = Callable[[str], "str | None"]  # None: the value does not unseal (another key, garbage)
+
+
+def _as_is(value: str) -> str:
+    return value
 
 
 def challenge_key(registry: str) -> str:
@@ -189,8 +198,14 @@ class RegistryClient:
         retries: int = 2,
         backoff: float = 0.25,
         fingerprint_key: bytes = b"",
+        seal: Seal = _as_is,
+        unseal: Unseal = _as_is,
     ) -> None:
+        """`seal` and `unseal` protect the tokens cached for credentials (`unseal` answers None for a value it
+        cannot open: a cache miss); by default they are cached as they are."""
         self.fingerprint_key = fingerprint_key
+        self.seal = seal
+        self.unseal = unseal
         self.insecure = tuple(insecure)
         self.credentials = credentials
         self.cache = cache
@@ -429,11 +444,17 @@ class RegistryClient:
         if challenge.scheme == "basic":
             return credentials.basic_header() if credentials else None
         key = self._token_key(registry, repository, credentials)
-        token = None if fresh else self.cache.get(key)
-        if not isinstance(token, str):
+        token = None if fresh else self._cached_token(key, is_sealed=credentials is not None)
+        if token is None:
             token, ttl = self._fetch_token(challenge, repository, credentials, registry)
-            self.cache.set(key, token, ttl)
+            self.cache.set(key, self.seal(token) if credentials is not None else token, ttl)
         return f"Bearer {token}"
+
+    def _cached_token(self, key: str, *, is_sealed: bool) -> str | None:
+        cached = self.cache.get(key)
+        if not isinstance(cached, str):
+            return None
+        return self.unseal(cached) if is_sealed else cached
 
     def _fetch_token(
         self, challenge: Challenge, repository: str, credentials: Credentials | None, registry: str
@@ -442,11 +463,13 @@ class RegistryClient:
         params = {"scope": f"repository:{repository}:pull"}
         if challenge.service:
             params["service"] = challenge.service
-        auth = httpx.BasicAuth(credentials.username, credentials.password) if credentials else None
+        headers = {"Authorization": credentials.basic_header()} if credentials else {}
         try:
-            response = self._send_with_retries(
-                lambda: self.http.get(challenge.realm, params=params, auth=auth, timeout=DEFAULT_TIMEOUT)
-            )
+            url = str(httpx.URL(challenge.realm).copy_merge_params(params))
+        except httpx.InvalidURL:
+            raise RegistryUnavailableError(f"Registry '{registry}' names an invalid token realm") from None
+        try:
+            response = self._send_with_retries(lambda: self._read_bounded("GET", url, headers))
         except httpx.HTTPError as exc:
             raise RegistryUnavailableError(
                 f"Token service of registry '{registry}' is unreachable: {type(exc).__name__}"
@@ -459,14 +482,14 @@ class RegistryClient:
             body = response.json()
         except (ValueError, RecursionError):
             raise RegistryUnavailableError(f"Token service of registry '{registry}' sent no JSON") from None
-        token = body.get("token") or body.get("access_token")
-        if not token:
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not token or not isinstance(token, str):
             raise RegistryUnavailableError(f"Token service of registry '{registry}' sent no token")
         try:
             expires_in = int(float(body.get("expires_in") or DEFAULT_TOKEN_TTL))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             expires_in = DEFAULT_TOKEN_TTL
-        return token, max(expires_in - 10, 5)
+        return token, min(max(expires_in - 10, 5), MAX_TOKEN_TTL)
 
     def _check_realm(self, challenge: Challenge, registry: str) -> None:
         """The token realm a registry names must be an http(s) URL without user info, to an allowed destination."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from cryptography.fernet import Fernet, InvalidToken
 from django.core.cache import caches
 
 from registry.client import (
@@ -315,3 +317,77 @@ def test_login_at_a_token_service_that_misbehaves(
         with pytest.raises(RegistryUnavailableError) as error:
             client.login(host, Credentials("user", "s3cret-pw"))
         assert error.value.message == outcome.format(host=host)
+
+
+def sealing_client(image: PushedImage, fernet: Fernet) -> RegistryClient:
+    def unseal(value: str) -> str | None:
+        try:
+            return fernet.decrypt(value.encode()).decode()
+        except InvalidToken:
+            return None
+
+    client = make_client(image)
+    client.seal, client.unseal = (lambda token: fernet.encrypt(token.encode()).decode()), unseal
+    return client
+
+
+def pulls_with(image: PushedImage, token: str) -> bool:
+    url = f"{image.registry.url}/v2/{image.repository}/manifests/{image.tag}"
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    return httpx.get(url, headers=headers, timeout=10).status_code == 200
+
+
+@pytest.mark.django_db
+def test_tokens_obtained_with_credentials_are_cached_sealed_and_reused(token_image: PushedImage) -> None:
+    server = token_image.registry.token_server
+    assert server is not None
+    fernet = Fernet(Fernet.generate_key())
+    client = sealing_client(token_image, fernet)
+    ref = parse_image(token_image.reference)
+    server.requests.clear()
+    authorization = client.authorization(ref.registry, ref.repository)
+    assert authorization is not None
+    token = authorization.removeprefix("Bearer ")
+    cached = client.cache.get(token_key(ref.registry, ref.repository, client.identity(ref.registry)))
+    assert isinstance(cached, str)
+    assert token not in cached
+    assert fernet.decrypt(cached.encode()).decode() == token
+    assert not pulls_with(token_image, cached)  # what the cache holds pulls nothing
+    assert pulls_with(token_image, token)
+    assert client.head_manifest(ref).digest == token_image.digest
+    assert len(server.requests) == 1  # the sealed token was unsealed and reused
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stored", ["garbage", "plain"])
+def test_a_cached_token_that_does_not_unseal_is_a_miss(token_image: PushedImage, stored: str) -> None:
+    """A value sealed under another key (rotated), garbage, or a plain token cached before sealing: fetched anew."""
+    server = token_image.registry.token_server
+    assert server is not None
+    fernet = Fernet(Fernet.generate_key())
+    client = sealing_client(token_image, fernet)
+    ref = parse_image(token_image.reference)
+    key = token_key(ref.registry, ref.repository, client.identity(ref.registry))
+    plain = make_client(token_image).authorization(ref.registry, ref.repository)  # an unsealing client's cache
+    assert plain is not None
+    if stored == "garbage":
+        client.cache.set(key, Fernet(Fernet.generate_key()).encrypt(b"token").decode(), 300)
+    assert isinstance(client.cache.get(key), str)
+    server.requests.clear()
+    assert client.head_manifest(ref).digest == token_image.digest
+    assert len(server.requests) == 1
+    cached = client.cache.get(key)
+    assert isinstance(cached, str)
+    assert fernet.decrypt(cached.encode())  # replaced by a sealed one
+
+
+@pytest.mark.django_db
+def test_anonymous_tokens_are_cached_as_they_are(token_image: PushedImage) -> None:
+    fernet = Fernet(Fernet.generate_key())
+    anonymous = sealing_client(token_image, fernet).for_credentials(lambda host: None)
+    ref = parse_image(token_image.reference)
+    authorization = anonymous.authorization(ref.registry, ref.repository)
+    assert authorization is not None
+    assert anonymous.cache.get(token_key(ref.registry, ref.repository, "anonymous")) == authorization.removeprefix(
+        "Bearer "
+    )
