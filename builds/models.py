@@ -24,10 +24,10 @@ class Build(models.Model):
     ACTIVE = (State.PENDING, State.RUNNING)
     FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
-    build_id = models.CharField(max_length=64, unique=True, help_text="bd-<containerId>_<n>.")
+    build_id = models.CharField(max_length=64, unique=True, help_text="bd-{containerId}_{n}.")
     container_id = models.CharField(max_length=16, db_index=True, help_text="SipHash of the build's inputs.")
     number = models.PositiveIntegerField(help_text="n: the builds of this containerId so far, this one included.")
-    target_image = models.CharField(max_length=1024, db_index=True, help_text="<repository>:<containerId>.")
+    target_image = models.CharField(max_length=1024, db_index=True, help_text="{repository}:{containerId}.")
     repository = models.CharField(max_length=1024, help_text="The build repository the image is pushed to.")
     cache_repository = models.CharField(max_length=1024, blank=True)
     platform = models.CharField(max_length=32, default="linux/amd64")

@@ -66,6 +66,15 @@ ERROR_EXAMPLES = [
         "Container image 'docker.io/library/ubuntu:22.04' is not available for platform 'linux/arm/v7' "
         "- available platforms: linux/amd64, linux/arm64",
     ),
+    error_example(
+        "Tower endpoint not paired", 400, "Missing pairing record for Tower endpoint 'https://tower.example.org/api'"
+    ),
+    error_example("Tower workspace refused", 400, "Tower user 'alice' may not read the credentials of workspace 8"),
+    error_example(
+        "Tower token refused",
+        401,
+        "Tower access token refused by 'https://api.cloud.seqera.io' - sign in to Tower again",
+    ),
     error_example("body too large", 413, "Request body exceeds the maximum allowed size of 33554432 bytes"),
     error_example("not JSON", 415, "Unsupported media type: send a JSON body with Content-Type: application/json"),
     error_example("rate limited", 429, "Request exceeded build rate limit of 10 per hour - retry in 1200 seconds"),
@@ -76,12 +85,13 @@ ERROR_EXAMPLES = [
         "at most 8 at once) - retry in 30 seconds",
     ),
     error_example(
-        "build requested",
+        "recipe build requested",
         501,
-        "Container builds (containerFile, condaFile, spackFile, packages, freeze, mirror) "
-        "are not available on this service yet",
+        "Conda, Spack and package builds, freeze and mirror are not available on this service yet "
+        "- send a containerFile",
     ),
     error_example("registry down", 503, "Registry 'quay.io' is unreachable: ConnectTimeout"),
+    error_example("Tower down", 503, "Tower at 'https://api.cloud.seqera.io' is unreachable: ConnectTimeout"),
     *SERVICE_ERROR_EXAMPLES,
 ]
 NOT_FOUND_EXAMPLE = error_example("unknown token", 404, "Unknown container token '0c1f7a9b3e2d'")

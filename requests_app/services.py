@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import secrets
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from builds.containerfiles import ContainerfileError, containerfile_check
+from builds.services import BuildAnswer, BuildRequest, build_create_or_join
 from credentials.callers import Caller
 from credentials.clients import registry_client_with
-from credentials.policy import url_destination_check
-from credentials.sessions import tower_caller_identify, tower_sessions_purge
-from registry.reference import ImageReference
+from credentials.policy import destination_check, url_destination_check
+from credentials.sessions import TowerContext, tower_caller_identify, tower_sessions_purge
+from registry.reference import ImageReference, parse_image
 from registry.ssrf import DestinationRefusedError
 from requests_app.downloads import layer_download_cap_check, layer_download_create_or_join_all
 from requests_app.layers import LayerSpec, decode_data_layer
@@ -29,7 +32,7 @@ from requests_app.models import ContainerRequest, InjectedLayer, LayerDownload
 from requests_app.oci.tokens import token_mark_revoked
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.selectors import layer_download_verified
-from requests_app.specs import ContainerRequestSpec, RequestedLayer
+from requests_app.specs import BuildSpec, ContainerRequestSpec, RequestedLayer
 from requests_app.upstream import upstream_check
 from wave_site.blobstore import blob_key, blob_store_put
 from wave_site.errors import FeatureUnavailable, InvalidRequest, TemporarilyUnavailable, UnknownResource
@@ -83,24 +86,31 @@ def _layer_specs(layers: tuple[RequestedLayer, ...]) -> list[LayerSpec]:
 
 @dataclass(frozen=True)
 class Accepted:
-    """An accepted request: the stored row, or for a dry run (nothing stored) only the normalised source."""
+    """An accepted request: the stored row, or for a dry run (nothing stored) only the normalised source;
+    `build` when it asked for one."""
 
     request: ContainerRequest | None
     source: ImageReference
+    build: BuildAnswer | None = None
 
     @property
     def is_frozen(self) -> bool:
-        return False  # freeze is a build: refused until builds are served
+        return False  # freeze arrives with the recipes issue: refused meanwhile
 
     @property
     def is_cached(self) -> bool | None:
         """Only with a build: whether its image already existed. None: no build."""
-        return None
+        return None if self.build is None else self.build.cached
 
     @property
     def succeeded(self) -> bool | None:
-        """True when there is nothing to build (the container is served as requested); None for a dry run."""
-        return None if self.request is None else not self.request.build_id
+        """True when there is nothing to build (the container is served as requested) or the image already
+        existed; with a build, once it finished; None for a dry run or while the build runs."""
+        if self.request is None:
+            return None
+        if self.build is None or self.build.cached:
+            return True
+        return self.build.build.succeeded if self.build.build is not None else None
 
 
 def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> Accepted:
@@ -118,11 +128,7 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
             access_token=spec.tower.access_token, refresh_token=spec.tower.refresh_token or "",
         )  # fmt: skip
     if spec.build is not None:
-        rate_limit_acquire(kind="build", key=caller.rate_limit_key)
-        raise BuildsUnavailable(
-            "Container builds (containerFile, condaFile, spackFile, packages, freeze, mirror) "
-            "are not available on this service yet"
-        )
+        return _build_request_create(spec, spec.build, caller=caller, tower=tower)
     ref = spec.image
     assert ref is not None  # a request that is not a build names an image
     layers = _layer_specs(spec.config.layers)
@@ -143,6 +149,18 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
     # Asked before the transaction: the blob store may be a remote one (S3).
     stored = {layer.gzip_digest for layer in layers if not layer.is_inline and _verified_before(layer)}
 
+    request = _store_request(
+        spec, ref, caller=caller, tower=tower, layers=layers, stored=stored,
+        source_digest=source_digest if ref.digest is None else ref.digest,
+    )  # fmt: skip
+    return Accepted(request=request, source=ref)
+
+
+def _store_request(
+    spec: ContainerRequestSpec, ref: ImageReference, *, caller: Caller, tower: TowerContext | None,
+    layers: list[LayerSpec], stored: set[str], source_digest: str = "", build_id: str = "",
+) -> ContainerRequest:  # fmt: skip
+    """The request row (and its layers' rows, in one transaction), under a new token."""
     now = timezone.now()
     for _attempt in range(5):
         token = new_token()
@@ -162,7 +180,8 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
             user_name=caller.user_name,
             user_email=caller.email,
             tower_auth_id=tower.auth_id if tower is not None else None,
-            source_digest=source_digest if ref.digest is None else ref.digest,
+            build_id=build_id,
+            source_digest=source_digest,
             created_at=now,
             expires_at=now + dt.timedelta(seconds=settings.WAVE_TOKEN_TTL),
         )
@@ -174,8 +193,50 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
                 InjectedLayer.objects.bulk_create(rows)
         except IntegrityError:
             continue  # token collision: 48 bits make it rare, a new token fixes it
-        return Accepted(request=request, source=ref)
+        return request
     raise TemporarilyUnavailable("Could not allocate a container token, retry later")
+
+
+def _build_request_create(
+    spec: ContainerRequestSpec, build: BuildSpec, *, caller: Caller, tower: TowerContext | None
+) -> Accepted:
+    """A request for a built image: the Containerfile and repositories checked, the build created or joined
+    (none when its target already exists), the request stored with the build's target as its source."""
+    if build.conda_file or build.spack_file or build.packages or build.freeze or build.mirror:
+        raise BuildsUnavailable(
+            "Conda, Spack and package builds, freeze and mirror are not available on this service yet "
+            "- send a containerFile"
+        )
+    if build.build_context:
+        raise BuildsUnavailable("Attribute `buildContext` is not available on this service yet")
+    assert build.container_file is not None  # a build without recipes is a containerFile build
+    repository = build.build_repository or settings.WAVE_BUILD_REPO
+    cache_repository = build.cache_repository or settings.WAVE_CACHE_REPO or ""
+    for label, value in (("Container build repository", repository), ("Container build cache repository",
+                                                                       cache_repository)):  # fmt: skip
+        if value:
+            try:
+                destination_check(value.split("/", 1)[0])
+            except DestinationRefusedError as exc:
+                raise InvalidRequest(f"{label} refused: {exc.message}") from None
+
+    try:
+        containerfile_check(build.container_file, platform=spec.platform)
+    except ContainerfileError as exc:
+        raise InvalidRequest(exc.message) from None
+    request = BuildRequest(
+        container_file=build.container_file, platform=str(spec.platform), repository=repository,
+        cache_repository=cache_repository,
+    )  # fmt: skip
+    ref = parse_image(request.target)
+    if spec.dry_run:
+        return Accepted(request=None, source=ref)
+    answer = build_create_or_join(
+        request=request, caller=caller, tower=tower,
+        before_start=functools.partial(rate_limit_acquire, kind="build", key=caller.rate_limit_key),
+    )  # fmt: skip
+    stored = _store_request(spec, ref, caller=caller, tower=tower, layers=[], stored=set(), build_id=answer.build_id)
+    return Accepted(request=stored, source=ref, build=answer)
 
 
 def _verified_before(layer: LayerSpec) -> bool:

@@ -54,8 +54,11 @@ SERVICE_ERRORS = {
 ERRORS = {
     400: OpenApiResponse(
         ErrorMessageSerializer,
-        description="Invalid request, or a source image (or platform) that does not exist upstream; "
-        "`message` says why.",
+        description="Invalid request, a source image (or platform) that does not exist upstream or is not "
+        "accessible with the caller's credentials, a Tower endpoint without pairing or refused; `message` says why.",
+    ),
+    401: OpenApiResponse(
+        ErrorMessageSerializer, description="Tower refused the `towerAccessToken` (and its refresh token, if any)."
     ),
     413: OpenApiResponse(ErrorMessageSerializer, description="Request body too large."),
     415: OpenApiResponse(ErrorMessageSerializer, description="The body is not `application/json`."),
@@ -64,10 +67,12 @@ ERRORS = {
         description="Rate limit exceeded, or too many layer downloads of this client in progress; see `Retry-After`.",
     ),
     **SERVICE_ERRORS,
-    501: OpenApiResponse(ErrorMessageSerializer, description="Builds are not available yet."),
+    501: OpenApiResponse(
+        ErrorMessageSerializer, description="Conda, Spack and package builds, freeze and mirror are not available yet."
+    ),
     503: OpenApiResponse(
         ErrorMessageSerializer,
-        description="The source registry, the database or Redis is unavailable; retry later "
+        description="The source registry, Tower, the database or Redis is unavailable; retry later "
         "(after `Retry-After` when given).",
     ),
 }

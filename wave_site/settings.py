@@ -202,10 +202,14 @@ WAVE_BUILD_GRACE = env_int("WAVE_BUILD_GRACE", 120, minimum=0)
 WAVE_BUILD_REAP_INTERVAL = env_int("WAVE_BUILD_REAP_INTERVAL", 30, minimum=1)
 if WAVE_BUILD_STALE_AFTER < 2 * WAVE_BUILD_HEARTBEAT:
     raise ImproperlyConfigured("WAVE_BUILD_STALE_AFTER must be at least twice WAVE_BUILD_HEARTBEAT")
-# `buildah bud --network` for RUN steps (`none` cuts them off the network); empty: buildah's default.
+# RUN steps' network: empty or `host` (buildah's default), or `none` to cut them off.
+# `none`: base images are pulled first, then RUN steps run in a network namespace with only `lo` (buildah's chroot
+# isolation knows no other network modes than the host's).
 WAVE_BUILD_NETWORK = env_str("WAVE_BUILD_NETWORK") or ""
-# Builds and the periodic tasks run in prefork processes; layer downloads (I/O-bound) in a worker of their own
-# with a thread per download, so that slow layer servers never hold back builds, the reaper or each other.
+if WAVE_BUILD_NETWORK not in {"", "host", "none"}:
+    raise ImproperlyConfigured(f"WAVE_BUILD_NETWORK must be empty, 'host' or 'none', got {WAVE_BUILD_NETWORK!r}")
+# Builds run in prefork processes (WAVE_WORKER_CONCURRENCY at once); layer downloads (I/O-bound) in a worker of
+# their own with a thread per download; the periodic tasks in a third (wave_site.celery).
 WAVE_WORKER_CONCURRENCY = env_int("WAVE_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
 WAVE_DOWNLOAD_CONCURRENCY = env_int("WAVE_DOWNLOAD_CONCURRENCY", 16, minimum=1, maximum=256)
 # Layer downloads one client (Tower user, else IP) may have queued or running at once: a request that would
@@ -341,8 +345,12 @@ WAVE_PAIRING_LEASE = env_int("WAVE_PAIRING_LEASE", 24 * 3600, minimum=60)
 WAVE_PAIRING_RETENTION = env_int("WAVE_PAIRING_RETENTION", 30 * 24 * 3600, minimum=120)
 if WAVE_PAIRING_RETENTION <= WAVE_PAIRING_LEASE:
     raise ImproperlyConfigured("WAVE_PAIRING_RETENTION must be longer than WAVE_PAIRING_LEASE")
-# POST /validate-creds per client address and minute (each tries a password at a registry): 429 beyond.
+# POST /validate-creds per client address (an IPv6 client by its /64) and minute (each tries a password at a
+# registry), and per account (registry + user name) and hour from all addresses together: 429 beyond.
 WAVE_VALIDATE_CREDS_PER_MINUTE = env_int("WAVE_VALIDATE_CREDS_PER_MINUTE", 10, minimum=1)
+WAVE_VALIDATE_CREDS_PER_ACCOUNT_PER_HOUR = env_int("WAVE_VALIDATE_CREDS_PER_ACCOUNT_PER_HOUR", 20, minimum=1)
+# POST /pairing per client address (IPv6: its /64) and minute (a new endpoint costs an RSA key pair): 429 beyond.
+WAVE_PAIRING_PER_MINUTE = env_int("WAVE_PAIRING_PER_MINUTE", 10, minimum=1)
 
 WAVE_REGISTRY_CREDENTIALS = env_str("WAVE_REGISTRY_CREDENTIALS")
 if WAVE_REGISTRY_CREDENTIALS and not Path(WAVE_REGISTRY_CREDENTIALS).is_file():

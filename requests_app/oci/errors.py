@@ -84,6 +84,17 @@ class LayersPending(ProxyError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class BuildFailed(ProxyError):
+    """The build that makes the image failed (or was cancelled): the message says why and where its log is."""
+
+
+class BuildPending(ProxyError):
+    """The build still runs after the bounded wait."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class BlobNotAvailable(ProxyError):
     pass
 
@@ -108,6 +119,8 @@ RULES: tuple[tuple[type[Exception], OciCode, int | None], ...] = (
     (UnsupportedManifest, OciCode.MANIFEST_INVALID, None),
     (LayerFailed, OciCode.UNKNOWN, 400),
     (LayersPending, OciCode.UNAVAILABLE, None),
+    (BuildFailed, OciCode.UNKNOWN, 400),
+    (BuildPending, OciCode.UNAVAILABLE, None),
     (BlobNotAvailable, OciCode.BLOB_UNKNOWN, None),
     (RangeNotSatisfiable, OciCode.RANGE_INVALID, None),
     (BlobUnknownError, OciCode.BLOB_UNKNOWN, None),

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from builds.models import Build
+from builds.selectors import build_page_url
+from builds.services import target_exists
 from registry.augment import (
     INDEX_TYPES,
     MANIFEST_TYPES,
@@ -31,6 +34,8 @@ from registry.reference import TAG, ImageReference, parse_image
 from requests_app.models import ContainerRequest, InjectedLayer
 from requests_app.oci.documents import document_from_cache, document_get, document_key, document_put
 from requests_app.oci.errors import (
+    BuildFailed,
+    BuildPending,
     DigestInvalid,
     LayerFailed,
     LayersPending,
@@ -45,6 +50,7 @@ from wave_site.cache import shared_cache
 TAG_CACHE_TTL = 5
 SERVED_TTL = 5  # short, so that tag moves show within seconds (revocation is checked on every read)
 LAYER_POLL_SECONDS = 0.25
+BUILD_POLL_SECONDS = 0.5
 
 
 def served_key(token: str, name: str, reference: str) -> str:
@@ -112,6 +118,8 @@ def _manifest_uncached(
     if target is None:
         target = load_target(token, name)
         rate_limit_acquire(kind="pull", key=target.rate_limit_key(client_ip))
+    if target.build_id:
+        wait_for_build(target)
     document = cached_manifest(target, reference) or manifest_for(target, reference)
     shared_cache().set(served_key(token, name, reference), (document.media_type, document.content), SERVED_TTL)
     return document
@@ -241,6 +249,34 @@ def wait_for_layers(target: ProxyTarget) -> None:
         if time.monotonic() > deadline:
             raise LayersPending("Container layers are still downloading, retry later", retry_after=5)
         time.sleep(LAYER_POLL_SECONDS)
+
+
+def build_done_key(build_id: str) -> str:
+    return f"wave:build:done:{build_id}"
+
+
+def wait_for_build(target: ProxyTarget) -> None:
+    """Block (bounded by the build timeout) while the build that makes the image runs; a failed or cancelled
+    one fails the pull with its reason and the page that shows its log, unless the image exists all the same
+    (an earlier build pushed it: the request was answered `cached`)."""
+    if shared_cache().get(build_done_key(target.build_id)):
+        return
+    deadline = time.monotonic() + settings.WAVE_BUILD_TIMEOUT + settings.WAVE_BUILD_GRACE
+    while True:
+        build = Build.objects.filter(build_id=target.build_id).only("state", "failure_reason", "target_image").first()
+        if build is None or build.state == Build.State.SUCCEEDED:
+            shared_cache().set(build_done_key(target.build_id), True, settings.WAVE_TOKEN_TTL)
+            return
+        if not build.is_active:
+            if target_exists(build.target_image):
+                return
+            reason = build.failure_reason or build.state
+            raise BuildFailed(
+                f"Container image build {target.build_id} failed: {reason} - see {build_page_url(target.build_id)}"
+            )
+        if time.monotonic() > deadline:
+            raise BuildPending(f"Container image build {target.build_id} is still running, retry later", retry_after=30)
+        time.sleep(BUILD_POLL_SECONDS)
 
 
 def owned_digests(target: ProxyTarget) -> frozenset[str]:

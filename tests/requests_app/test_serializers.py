@@ -3,6 +3,8 @@ from __future__ import annotations
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 
+from builds.models import Build
+from builds.services import BuildAnswer
 from registry.reference import parse_image
 from requests_app.models import ContainerRequest
 from requests_app.serializers import (
@@ -108,7 +110,12 @@ def answer(n: int) -> dict[str, object]:
         build_id="" if n % 2 else f"bd-{n}",
         expires_at=dt.datetime(2026, 11, 28, tzinfo=dt.UTC) + dt.timedelta(milliseconds=n),
     )
-    return ContainerTokenV2ResponseSerializer(Accepted(request=request, source=parse_image(f"image{n}"))).data
+    build = None
+    if not n % 2:  # a build still running: not known to have succeeded yet
+        running = Build(build_id=f"bd-{n}", state=Build.State.RUNNING)
+        build = BuildAnswer(target="x", build_id=f"bd-{n}", build=running, cached=False, started=True)
+    accepted = Accepted(request=request, source=parse_image(f"image{n}"), build=build)
+    return ContainerTokenV2ResponseSerializer(accepted).data
 
 
 def test_concurrent_answers_keep_their_own_values() -> None:
@@ -120,4 +127,5 @@ def test_concurrent_answers_keep_their_own_values() -> None:
         assert data["containerImage"] == f"docker.io/library/image{n}:latest"
         assert data["expiration"] == f"2026-11-28T00:00:00.{n:03d}Z"
         assert data.get("buildId") == (None if n % 2 else f"bd-{n}")
-        assert data["succeeded"] is bool(n % 2)
+        assert data.get("succeeded") == (True if n % 2 else None)
+        assert data.get("cached") == (None if n % 2 else False)

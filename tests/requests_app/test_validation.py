@@ -399,11 +399,12 @@ def test_request_body_too_large(post: Post, settings: Settings) -> None:
     assert_rejected(post(body), "Request body exceeds the maximum allowed size of 2048 bytes", status=413)
 
 
-def test_builds_are_refused_until_they_are_available(post: Post) -> None:
+def test_recipe_builds_are_refused_until_they_are_available(post: Post) -> None:
+    conda = base64.b64encode(b"dependencies: [samtools]\n").decode()
     assert_rejected(
-        post({"containerFile": DOCKERFILE}),
-        "Container builds (containerFile, condaFile, spackFile, packages, freeze, mirror) "
-        "are not available on this service yet",
+        post({"condaFile": conda}),
+        "Conda, Spack and package builds, freeze and mirror are not available on this service yet "
+        "- send a containerFile",
         status=501,
     )
 

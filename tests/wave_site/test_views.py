@@ -130,9 +130,9 @@ def test_pages_without_trailing_slash_redirect(client: Client, path: str, locati
 
 @pytest.mark.django_db
 def test_refused_build_is_logged_as_a_warning_not_an_error(client: Client, caplog: pytest.LogCaptureFixture) -> None:
-    dockerfile = base64.b64encode(b"FROM busybox\n").decode()
+    conda = base64.b64encode(b"dependencies: [samtools]\n").decode()
     with caplog.at_level(logging.INFO, logger="django.request"):
-        response = client.post("/container-token", {"containerFile": dockerfile}, content_type="application/json")
+        response = client.post("/container-token", {"condaFile": conda}, content_type="application/json")
     assert response.status_code == 501
     records = [r for r in caplog.records if r.name == "django.request"]
     assert [(r.levelname, r.status_code) for r in records] == [("WARNING", 501)]  # type: ignore[attr-defined]

@@ -1,0 +1,174 @@
+"""One run of a build, the task's body: claim, build with heartbeats and a live log, finish.
+
+Idempotent: a build that is not pending (running elsewhere, finished, cancelled, gone) is left alone. The log
+goes to the blob store as it comes (at least every second while output flows), so that a page on any web
+process follows it. A build cancelled meanwhile, or taken back by the reaper, is killed by the builder within
+a heartbeat; a worker that stops gives its build back to the queue.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+from builds.backends import builder
+from builds.backends.base import BuildJob, BuildOutcome
+from builds.backends.buildah import work_dirs_sweep
+from builds.logs import build_log_append
+from builds.models import Build
+from builds.services import build_claim, build_finish, build_give_back, build_heartbeat
+from credentials.provider import credentials_lookup, service_credentials
+from credentials.sessions import TowerContext
+from registry.client import Credentials, CredentialsLookup
+from registry.platform import parse_platform
+from wave_site.blobstore import blob_key, blob_open
+from wave_site.errors import unexpected_error_message
+from wave_site.jobs import heartbeat, is_worker_stopping, release_connection
+
+logger = logging.getLogger(__name__)
+
+LOG_FLUSH_SECONDS = 1.0
+LOG_FLUSH_BYTES = 64 * 1024
+
+
+class LogSink:
+    """Collects the builder's output and appends it to the build's log in chunks (thread-safe)."""
+
+    def __init__(self, build: Build) -> None:
+        self.build = build
+        self.pending: list[str] = []
+        self.size = 0
+        self.flushed_at = time.monotonic()
+        self.lock = threading.Lock()
+
+    def __call__(self, text: str) -> None:
+        with self.lock:
+            self.pending.append(text)
+            self.size += len(text)
+            if self.size >= LOG_FLUSH_BYTES or time.monotonic() - self.flushed_at >= LOG_FLUSH_SECONDS:
+                self._flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            text, self.pending, self.size = "".join(self.pending), [], 0
+            try:
+                build_log_append(build=self.build, text=text)
+            except Exception as exc:  # noqa: BLE001 - a log that cannot be written must not fail the build
+                logger.warning("build %s: log not written (%s)", self.build.build_id, type(exc).__name__)
+        self.flushed_at = time.monotonic()
+
+
+def tower_context_of(build: Build) -> TowerContext | None:
+    if build.tower_auth_id is None:
+        return None
+    return TowerContext(
+        auth_id=build.tower_auth_id, endpoint=build.tower_endpoint, workspace_id=build.tower_workspace_id,
+        user_id=build.user_id, user_name=build.user_name,
+    )  # fmt: skip
+
+
+def build_credentials(build: Build) -> CredentialsLookup:
+    """The registry logins of a build: the service's own for the hosts of its build and cache repositories
+    (it pushes there), the caller's (Tower, else the service's) for the hosts of the FROM images."""
+    callers = credentials_lookup(tower_context_of(build))
+    own = {name.split("/", 1)[0].lower() for name in (build.repository, build.cache_repository) if name}
+
+    def lookup(registry: str) -> Credentials | None:
+        return service_credentials(registry) if registry.lower() in own else callers(registry)
+
+    return lookup
+
+
+@contextmanager
+def build_context(build: Build) -> Iterator[Path | None]:
+    """The build context: the request's `buildContext` layer (verified when it was stored) unpacked in a
+    folder of its own, removed afterwards; None for an empty context."""
+    if not build.context_digest:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="wave-context-", dir=_scratch_root()) as folder:
+        with blob_open(blob_key(build.context_digest)) as handle, tarfile.open(fileobj=handle, mode="r:gz") as archive:
+            archive.extractall(folder, filter="data")  # no links out, no devices, no absolute paths
+        yield Path(folder)
+
+
+def _scratch_root() -> Path:
+    root = settings.DATA_DIR / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def build_run(*, build_pk: int) -> str:
+    """Claim, build, finish; the state left."""
+    sweep_dead_work_dirs()
+    claim = build_claim(build_pk=build_pk)
+    if claim is None:
+        return _state_of(build_pk)
+    build = Build.objects.get(pk=build_pk)
+    sink = LogSink(build)
+    beat = functools.partial(build_heartbeat, build_pk=build_pk, claim=claim)
+    give_back = functools.partial(build_give_back, build_pk=build_pk, claim=claim)
+    try:
+        with (
+            build_context(build) as context,
+            heartbeat(beat, every=settings.WAVE_BUILD_HEARTBEAT, give_back=give_back) as lost,
+        ):
+            job = BuildJob(
+                build_id=build.build_id, container_file=build.container_file, context_dir=context,
+                platform=parse_platform(build.platform), target=build.target_image,
+                cache_repository=build.cache_repository or None,
+                credentials=build_credentials(build),
+                timeout=float(settings.WAVE_BUILD_TIMEOUT), network=settings.WAVE_BUILD_NETWORK,
+            )  # fmt: skip
+            release_connection()  # none held through the build: the finish must survive a database restart
+            outcome = builder().build(job, log=sink, should_stop=lost.is_set)
+            if lost.is_set():
+                sink.close()
+                if not is_worker_stopping():
+                    logger.warning("build %s stopped: cancelled, or its claim was taken", build.build_id)
+                return _state_of(build_pk)
+    except SoftTimeLimitExceeded:
+        outcome = _failed(f"Container image build timed out '{build.target_image}'")
+    except Exception as exc:  # noqa: BLE001 - a claimed build must end with a reason; the traceback goes to the log
+        outcome = _failed(f"Build failed: {unexpected_error_message(exc)}")
+    sink.close()
+    if not outcome.succeeded:
+        logger.warning("build %s failed: %s", build.build_id, outcome.failure_reason)
+    finished = build_finish(
+        build_pk=build_pk, claim=claim, succeeded=outcome.succeeded, digest=outcome.digest,
+        exit_status=outcome.exit_status, reason=outcome.failure_reason,
+    )  # fmt: skip
+    if finished:
+        logger.info("build %s %s", build.build_id, "succeeded" if outcome.succeeded else "failed")
+    return _state_of(build_pk)
+
+
+def sweep_dead_work_dirs() -> None:
+    """Remove work dirs that builds of killed workers left here (older than any build may run)."""
+    try:
+        for path in work_dirs_sweep(older_than=settings.WAVE_BUILD_TIMEOUT + settings.WAVE_BUILD_GRACE):
+            logger.info("removed the work dir of a dead build: %s", path.name)
+    except OSError as exc:
+        logger.warning("work dirs of dead builds not swept: %s", exc)
+
+
+def _failed(reason: str) -> BuildOutcome:
+    return BuildOutcome(succeeded=False, exit_status=None, digest="", failure_reason=reason)
+
+
+def _state_of(build_pk: int) -> str:
+    return Build.objects.filter(pk=build_pk).values_list("state", flat=True).first() or "gone"
