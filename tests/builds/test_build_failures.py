@@ -1,0 +1,78 @@
+"""Builds whose worker runs out of time or dies: each test has its own build worker (the only one consuming
+the builds queue while it runs), so that its settings apply."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+from pytest_django.fixtures import Settings
+
+from builds.models import Build
+from builds.services import build_reap
+from requests_app.models import ContainerRequest
+from tests.builds.test_build_pulls import build_worker, containerfile, request_build, share_blob_store, wait_finished
+from tests.conftest import PushedImage
+from tests.support.asgi_server import AsgiServer
+from tests.support.network import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def build_repo(anonymous_image: PushedImage) -> str:
+    return f"{anonymous_image.registry.host}/wave/build"
+
+
+def test_a_build_past_the_timeout_is_killed_leaving_nothing(
+    proxy: AsgiServer, anonymous_image: PushedImage, build_repo: str, settings: Settings, tmp_path: Path
+) -> None:
+    settings.WAVE_BUILD_REPO = build_repo
+    settings.WAVE_CACHE_REPO = None
+    worker = build_worker(tmp_path / "worker", build_repo, WAVE_BUILD_TIMEOUT="6")
+    share_blob_store(settings, worker)
+    try:
+        body = {"containerFile": containerfile(anonymous_image, "RUN sleep 120")}
+        created = request_build(proxy, body).json()
+        build = wait_finished(created["buildId"], timeout=120)
+        assert build.state == "failed"
+        assert build.failure_reason == f"Container image build timed out '{build.target_image}'"
+        leftovers = (
+            list((tmp_path / "worker" / "builds").glob("*")) if (tmp_path / "worker" / "builds").exists() else []
+        )
+        assert leftovers == []
+        sleeping = subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True, text=True).stdout.split()
+        assert [pid for pid in sleeping if int(pid) != os.getpid()] == []
+        assert str(tmp_path / "worker") not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        worker.stop()
+
+
+def test_a_build_whose_worker_is_killed_is_failed_by_the_reaper_and_rebuilt(
+    proxy: AsgiServer, anonymous_image: PushedImage, build_repo: str, settings: Settings, tmp_path: Path
+) -> None:
+    settings.WAVE_BUILD_REPO = build_repo
+    settings.WAVE_CACHE_REPO = None
+    worker = build_worker(tmp_path / "worker", build_repo)
+    share_blob_store(settings, worker)
+    body = {"containerFile": containerfile(anonymous_image, "RUN sleep 30")}
+    try:
+        created = request_build(proxy, body).json()
+        wait_until(lambda: Build.objects.get(build_id=created["buildId"]).state == "running", timeout=60,
+                   what="the build to start")  # fmt: skip
+        worker.kill()
+    finally:
+        worker.stop()
+    later = timezone.now() + dt.timedelta(seconds=django_settings.WAVE_BUILD_STALE_AFTER + 1)
+    assert build_reap(now=later).failed == 1
+    build = Build.objects.get(build_id=created["buildId"])
+    assert (build.state, build.failure_reason) == ("failed", "build worker lost")
+    assert build_reap(now=later).failed == 0  # once
+    retry = request_build(proxy, body).json()
+    assert retry["buildId"] == created["buildId"].replace("_1", "_2")
+    assert ContainerRequest.objects.filter(build_id=retry["buildId"]).count() == 1
