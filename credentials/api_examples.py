@@ -28,6 +28,11 @@ VALIDATE_CREDS_EXAMPLES = [
     error_example(
         "throttled", 429, "Too many credential checks from this address (10 per minute) - retry in 42 seconds"
     ),
+    error_example(
+        "account throttled",
+        429,
+        "Too many credential checks of this account at registry 'quay.io' (20 per hour) - retry in 1791 seconds",
+    ),
     error_example("registry down", 503, "Registry 'quay.io' is unreachable: ConnectTimeout"),
     *SERVICE_ERROR_EXAMPLES,
 ]
@@ -54,7 +59,22 @@ PAIRING_EXAMPLES = [
         "Invalid Tower endpoint 'ftp://tower.example.org' - it must be an http(s) URL such as "
         "https://api.cloud.seqera.io",
     ),
+    error_example(
+        "refused endpoint",
+        400,
+        "Tower endpoint refused: Destination '10.0.0.7' is not allowed: it resolves to a private or local address "
+        "(set WAVE_SSRF_ALLOW=10.0.0.7 to allow it)",
+    ),
+    error_example(
+        "unresolvable endpoint",
+        400,
+        "Tower endpoint refused: Destination 'tower.example.invalid' is not allowed: the host name does not "
+        "resolve (check its spelling)",
+    ),
     error_example("body too large", 413, "Request body exceeds the maximum allowed size of 33554432 bytes"),
     error_example("not JSON", 415, "Unsupported media type: send a JSON body with Content-Type: application/json"),
+    error_example(
+        "throttled", 429, "Too many pairing requests from this address (10 per minute) - retry in 42 seconds"
+    ),
     *SERVICE_ERROR_EXAMPLES,
 ]

@@ -1,21 +1,23 @@
 """Registry logins checked on a client's behalf (`/validate-creds`): the registry named, the throttle, the checks.
 
-Every attempt counts against the client's address (WAVE_VALIDATE_CREDS_PER_MINUTE per minute, valid or
-not), so that the service cannot be used to guess passwords at other registries. The SSRF policy is
-applied before anything is sent, and again at connect time by the client's transport. The password goes
-to the registry only: it is in no message, log line or cache key.
+Every attempt counts, valid or not, so that the service cannot be used to guess passwords at other registries:
+against the client (WAVE_VALIDATE_CREDS_PER_MINUTE per minute; an IPv6 client by its /64), and against the
+account tried, a user name at a registry, from every address together (WAVE_VALIDATE_CREDS_PER_ACCOUNT_PER_HOUR
+per hour). The SSRF policy is applied before anything is sent, and again at connect time by the client's
+transport. The password goes to the registry only: it is in no message, log line or cache key; the user name
+only in DEBUG log lines.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from credentials.clients import registry_client
+from credentials.throttle import client_network, subject_digest, throttle_hit
 from registry.client import (
     DEFAULT_RETRY_AFTER,
     Credentials,
@@ -25,13 +27,13 @@ from registry.client import (
 )
 from registry.reference import DOCKER_HUB, HOSTNAME
 from registry.ssrf import DestinationRefusedError
-from wave_site.cache import cache_count
 from wave_site.errors import InvalidRequest, RateLimited, TemporarilyUnavailable
 from wave_site.redact import redact_url
 
 logger = logging.getLogger("wave.credentials")
 
 THROTTLE_WINDOW = 60
+ACCOUNT_THROTTLE_WINDOW = 3600
 INVALID_HOSTNAME = "Invalid registry hostname"  # the reference's wording, whatever the reason
 SCHEMES = ("https://", "http://")
 
@@ -86,16 +88,29 @@ def _host_and_port(text: str) -> tuple[str | None, int | None]:
     return host, port
 
 
-def registry_login_throttle(*, client: str, now: float | None = None) -> None:
-    """Count one login attempt for `client` (its address); RateLimited past the limit of the minute."""
+def registry_login_throttle(*, client: str, registry: str, username: str, now: float | None = None) -> None:
+    """Count one login attempt of `client` (its address) at `username`@`registry`; RateLimited past the client's
+    limit of the minute, or past the account's limit of the hour (counted from every address)."""
     limit = settings.WAVE_VALIDATE_CREDS_PER_MINUTE
-    now = time.time() if now is None else now
-    start = int(now // THROTTLE_WINDOW) * THROTTLE_WINDOW
-    used = cache_count(f"wave:ratelimit:validate-creds:{client}:{start}", timeout=THROTTLE_WINDOW + 5)
-    if used > limit:
-        retry_after = max(1, int(start + THROTTLE_WINDOW - now))
+    retry_after = throttle_hit(
+        name="validate-creds", subject=client_network(client), limit=limit, window=THROTTLE_WINDOW, now=now
+    )
+    if retry_after:
         raise RateLimited(
             f"Too many credential checks from this address ({limit} per minute) - retry in {retry_after} seconds",
+            retry_after=retry_after,
+        )
+    account_limit = settings.WAVE_VALIDATE_CREDS_PER_ACCOUNT_PER_HOUR
+    account = subject_digest(registry, username.lower())  # registries that ignore case get no extra guesses
+    retry_after = throttle_hit(
+        name="validate-creds-account", subject=account, limit=account_limit, window=ACCOUNT_THROTTLE_WINDOW, now=now
+    )
+    if retry_after:
+        logger.info("Registry login at %s refused: too many checks of one account", registry)
+        logger.debug("Registry login at %s throttled for user name %r", registry, username)
+        raise RateLimited(
+            f"Too many credential checks of this account at registry '{registry}' ({account_limit} per hour) - "
+            f"retry in {retry_after} seconds",
             retry_after=retry_after,
         )
 
@@ -105,11 +120,11 @@ def registry_login_validate(*, registry: str | None, username: str, password: st
 
     InvalidRequest when the credentials are refused ("Invalid credentials for registry '<host>'"), when the
     registry is malformed, and "Invalid registry hostname" when the SSRF policy refuses it or its token
-    service; RateLimited past the client's limit (every attempt counts, before any network call);
-    TemporarilyUnavailable (with Retry-After) when the registry cannot answer now.
+    service; RateLimited past the client's or the account's limit (every attempt counts, before any network
+    call); TemporarilyUnavailable (with Retry-After) when the registry cannot answer now.
     """
     authority = registry_authority(registry)
-    registry_login_throttle(client=client)
+    registry_login_throttle(client=client, registry=authority, username=username)
     try:
         is_valid = registry_client().login(authority, Credentials(username=username, password=password))
     except DestinationRefusedError as exc:

@@ -3,6 +3,10 @@
 One pair per (service, endpoint) is handed out while its lease lasts (WAVE_PAIRING_LEASE), then a new one; an
 old pair keeps decrypting the packets Tower encrypted for its `pairing_id` until it is retired
 (WAVE_PAIRING_RETENTION after its creation) and purged. Private keys are sealed at rest (credentials.secrets).
+
+`POST /pairing` is open to anyone and a new pair costs an RSA generation, so `pairing_key_request` counts each
+request against its client (WAVE_PAIRING_PER_MINUTE) and applies the SSRF rules to the endpoint before any key
+is generated: a Tower the service may not contact gets no pair.
 """
 
 from __future__ import annotations
@@ -21,14 +25,38 @@ from django.utils import timezone
 from credentials.callers import tower_endpoint_of
 from credentials.models import PairingKey
 from credentials.packets import packet_decrypt
+from credentials.policy import url_destination_check
 from credentials.secrets import seal
-from wave_site.errors import InvalidRequest
+from credentials.throttle import client_network, throttle_hit
+from registry.ssrf import DestinationRefusedError
+from wave_site.errors import InvalidRequest, RateLimited
 
 SUPPORTED_SERVICES = frozenset({"tower"})
 RSA_KEY_BITS = 2048
 RSA_PUBLIC_EXPONENT = 65537
 PAIRING_ID_BITS = 62
 PAIRING_ID_ATTEMPTS = 5
+THROTTLE_WINDOW = 60
+
+
+def pairing_key_request(*, service: str, endpoint: str, client: str) -> PairingKey:
+    """What `POST /pairing` answers `client` (its address): `pairing_key_register`, once the request is counted
+    against the client (RateLimited past WAVE_PAIRING_PER_MINUTE; an IPv6 client counts by its /64) and the
+    endpoint passed the SSRF rules (InvalidRequest "Tower endpoint refused: ..."), both before any key is
+    generated. Malformed requests (InvalidRequest) are refused first and not counted."""
+    endpoint = _pairing_endpoint(service=service, endpoint=endpoint)
+    limit = settings.WAVE_PAIRING_PER_MINUTE
+    retry_after = throttle_hit(name="pairing", subject=client_network(client), limit=limit, window=THROTTLE_WINDOW)
+    if retry_after:
+        raise RateLimited(
+            f"Too many pairing requests from this address ({limit} per minute) - retry in {retry_after} seconds",
+            retry_after=retry_after,
+        )
+    try:
+        url_destination_check(endpoint)  # contacted later, checked again then (and at connect time)
+    except DestinationRefusedError as exc:
+        raise InvalidRequest(f"Tower endpoint refused: {exc.message}") from None
+    return pairing_key_register(service=service, endpoint=endpoint)
 
 
 def pairing_key_register(*, service: str, endpoint: str) -> PairingKey:
@@ -38,14 +66,10 @@ def pairing_key_register(*, service: str, endpoint: str) -> PairingKey:
     a lock of the endpoint's own and looks again: when concurrent first registrations race, the later ones
     find the pair the first stored and answer with it (their own is discarded), so every caller gets the same
     pairing. Even without that, two pairs would be harmless: each decrypts the packets made for its own
-    `pairing_id` until it is retired.
+    `pairing_id` until it is retired. No throttle and no SSRF check here: requests from the API come through
+    `pairing_key_request`.
     """
-    if service not in SUPPORTED_SERVICES:
-        shown = "".join(char for char in service[:64] if char.isprintable() and char not in "'\"")
-        raise InvalidRequest(f"Unsupported pairing service '{shown}'")
-    if not endpoint.strip():
-        raise InvalidRequest("Missing pairing endpoint")
-    endpoint = tower_endpoint_of(endpoint)
+    endpoint = _pairing_endpoint(service=service, endpoint=endpoint)
     leased = _leased_key(service=service, endpoint=endpoint, now=timezone.now())
     if leased is not None:
         return leased
@@ -84,6 +108,16 @@ def pairing_key_purge(*, now: dt.datetime | None = None) -> int:
     """Delete the retired pairs; the number deleted."""
     deleted, _ = PairingKey.objects.filter(retired_at__lte=now or timezone.now()).delete()
     return deleted
+
+
+def _pairing_endpoint(*, service: str, endpoint: str) -> str:
+    """The endpoint to pair `service` at, normalised (tower_endpoint_of); InvalidRequest when either is not one."""
+    if service not in SUPPORTED_SERVICES:
+        shown = "".join(char for char in service[:64] if char.isprintable() and char not in "'\"")
+        raise InvalidRequest(f"Unsupported pairing service '{shown}'")
+    if not endpoint.strip():
+        raise InvalidRequest("Missing pairing endpoint")
+    return tower_endpoint_of(endpoint)
 
 
 def _leased_key(*, service: str, endpoint: str, now: dt.datetime) -> PairingKey | None:

@@ -13,8 +13,9 @@ from rest_framework.views import APIView
 
 from credentials.api_examples import PAIRING_EXAMPLES, VALIDATE_CREDS_EXAMPLES
 from credentials.logins import registry_login_validate
-from credentials.pairing import pairing_key_register
+from credentials.pairing import pairing_key_request
 from credentials.serializers import PairingInputSerializer, PairingResponseSerializer, ValidateCredsInputSerializer
+from wave_site.authentication import client_address
 from wave_site.serializers import ErrorMessageSerializer
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -35,14 +36,22 @@ registry (or its token service) resolves to a private, local or metadata address
 hostname`; operators exempt hosts with `WAVE_SSRF_ALLOW`). A registry that cannot be reached, or fails, is
 not a verdict on the credentials: `503` with `Retry-After`.
 
-Every attempt counts against the client's address, valid or not: `WAVE_VALIDATE_CREDS_PER_MINUTE` per
-minute (10 by default), then `429` with `Retry-After`.
+Every attempt counts, valid or not, before anything is sent: against the client's address (an IPv6 client
+by its /64), `WAVE_VALIDATE_CREDS_PER_MINUTE` per minute (10 by default), and against the account tried (the
+user name at that registry) from all addresses together, `WAVE_VALIDATE_CREDS_PER_ACCOUNT_PER_HOUR` per hour
+(20 by default); past either, `429` with `Retry-After`.
 """
 PAIRING_DESCRIPTION = """\
 Tower (Seqera Platform) registers the service's public key for its endpoint, then encrypts the registry
 credentials it sends with it. One RSA-2048 key pair per endpoint is handed out while its lease lasts (a new
 one after that); the same endpoint asked again gets the same pair meanwhile. `pairingId` is a number sent
 as a string of digits (it may exceed what a JavaScript number holds exactly).
+
+The endpoint must be one the service may contact: one that does not resolve, or resolves to a private, local
+or metadata address, is refused before any key is made, `400` with `Tower endpoint refused: <reason>`
+(operators exempt hosts with `WAVE_SSRF_ALLOW`). Each well-formed request counts against the client's address
+(an IPv6 client by its /64): `WAVE_PAIRING_PER_MINUTE` per minute (10 by default), then `429` with
+`Retry-After`.
 """
 
 
@@ -61,7 +70,8 @@ def validate_creds_schema(operation_id: str, summary: str) -> Callable[[View], V
                 "may not contact (`Invalid registry hostname`).",
             ),
             429: OpenApiResponse(
-                ErrorMessageSerializer, description="Too many checks from this address; see `Retry-After`."
+                ErrorMessageSerializer,
+                description="Too many checks from this address, or of this account; see `Retry-After`.",
             ),
             **COMMON_ERRORS,
             503: OpenApiResponse(
@@ -87,7 +97,7 @@ class ValidateCredsView(APIView):
             registry=data.get("registry"),
             username=data["userName"],
             password=data["password"],
-            client=str(request.META.get("REMOTE_ADDR") or "unknown"),
+            client=client_address(request),
         )
         return Response(True)
 
@@ -108,7 +118,14 @@ class PairingView(APIView):
         request=PairingInputSerializer,
         responses={
             200: PairingResponseSerializer,
-            400: OpenApiResponse(ErrorMessageSerializer, description="Unknown service, or a missing or bad endpoint."),
+            400: OpenApiResponse(
+                ErrorMessageSerializer,
+                description="Unknown service, a missing or bad endpoint, or an endpoint the service may not contact "
+                "(`Tower endpoint refused: ...`).",
+            ),
+            429: OpenApiResponse(
+                ErrorMessageSerializer, description="Too many pairing requests from this address; see `Retry-After`."
+            ),
             **COMMON_ERRORS,
             503: OpenApiResponse(
                 ErrorMessageSerializer, description="The database is unreachable; retry after `Retry-After`."
@@ -120,5 +137,5 @@ class PairingView(APIView):
     def post(self, request: Request) -> Response:
         serializer = PairingInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        key = pairing_key_register(**serializer.validated_data)
+        key = pairing_key_request(**serializer.validated_data, client=client_address(request))
         return Response(PairingResponseSerializer(key).data)

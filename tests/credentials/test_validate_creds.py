@@ -274,3 +274,46 @@ def test_not_json_is_refused() -> None:
     assert response.status_code == 415
     malformed = validate("{not json")
     assert (malformed.status_code, malformed.json()) == (400, {"message": "Malformed JSON request body"})
+
+
+def test_an_ipv6_client_counts_by_its_64(fake_registry: FakeRegistry, settings: Settings) -> None:
+    settings.WAVE_VALIDATE_CREDS_PER_MINUTE = 2
+    body = {"userName": "alice", "password": "x", "registry": fake_registry.host}
+    answers = [validate({**body, "userName": f"user-{n}"}, address=f"2001:db8:1:2::{n:x}") for n in range(1, 4)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[-1].json()["message"].startswith("Too many credential checks from this address (2 per minute)")
+    assert validate(body, address="2001:db8:1:3::1").status_code == 200  # another /64
+    assert validate(body, address="::ffff:192.0.2.60").status_code == 200  # an IPv4 client, as mapped
+    assert validate(body, address="192.0.2.60").status_code == 200
+    assert validate(body, address="192.0.2.60").status_code == 429  # ... counted as the same client
+
+
+def test_one_account_is_throttled_across_addresses(
+    basic_image: PushedImage, fake_registry: FakeRegistry, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wave")
+    settings.WAVE_VALIDATE_CREDS_PER_ACCOUNT_PER_HOUR = 3
+    host = basic_image.registry.host
+    guesses = [
+        validate(login_of(basic_image, userName=name, password=f"{WRONG_PASSWORD}-{n}"), address=f"198.51.100.{n}")
+        for n, name in enumerate(["wave", "wave", "WAVE", "wave"], start=1)
+    ]  # the user name as the registry may take it: case does not make another account
+    assert [answer.status_code for answer in guesses] == [400, 400, 400, 429]
+    throttled = guesses[-1]
+    retry_after = int(throttled["Retry-After"])
+    assert 1 <= retry_after <= 3600
+    assert throttled.json() == {
+        "message": f"Too many credential checks of this account at registry '{host}' (3 per hour) - "
+        f"retry in {retry_after} seconds"
+    }
+    # Past the limit even the right password is not tried; other accounts, and the same name elsewhere, are.
+    assert validate(login_of(basic_image), address="198.51.100.9").status_code == 429
+    other = {"userName": "wave", "password": "x", "registry": fake_registry.host}
+    assert validate(other, address="198.51.100.9").status_code == 200
+    assert fake_registry.requests == [("GET", "/v2/"), ("GET", "/v2/")]
+    lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO]
+    assert any("too many checks of one account" in line for line in lines)
+    user_name = basic_image.registry.username
+    assert user_name
+    assert not [line for line in lines if user_name in line.lower()]  # the user name only at DEBUG
+    assert WRONG_PASSWORD not in caplog.text
