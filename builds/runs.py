@@ -31,7 +31,7 @@ from credentials.provider import credentials_lookup, service_credentials
 from credentials.sessions import TowerContext
 from registry.client import Credentials, CredentialsLookup
 from registry.platform import parse_platform
-from wave_site.blobstore import blob_key, blob_open
+from wave_site.blobstore import blob_exists, blob_key, blob_open
 from wave_site.errors import unexpected_error_message
 from wave_site.jobs import heartbeat, is_worker_stopping, release_connection
 
@@ -115,6 +115,10 @@ def _scratch_root() -> Path:
 def build_run(*, build_pk: int) -> str:
     """Claim, build, finish; the state left."""
     sweep_dead_work_dirs()
+    waiting_for = _context_missing(build_pk)
+    if waiting_for:
+        logger.info("build %d waits for its build context %s", build_pk, waiting_for)
+        return _state_of(build_pk)  # sent again once the context arrives (build_context_settled) or by the reaper
     claim = build_claim(build_pk=build_pk)
     if claim is None:
         return _state_of(build_pk)
@@ -155,6 +159,12 @@ def build_run(*, build_pk: int) -> str:
     if finished:
         logger.info("build %s %s", build.build_id, "succeeded" if outcome.succeeded else "failed")
     return _state_of(build_pk)
+
+
+def _context_missing(build_pk: int) -> str:
+    """The digest of the build context this build still waits for ("" when it has none or it is stored)."""
+    digest = Build.objects.filter(pk=build_pk).values_list("context_digest", flat=True).first() or ""
+    return digest if digest and not blob_exists(blob_key(digest)) else ""
 
 
 def sweep_dead_work_dirs() -> None:

@@ -30,6 +30,7 @@ from credentials.clients import registry_client
 from credentials.sessions import TowerContext
 from registry.client import ManifestUnknownError, RegistryError
 from registry.reference import parse_image
+from wave_site.blobstore import blob_exists, blob_key
 from wave_site.cache import shared_cache
 from wave_site.jobs import jobs_after_stop, new_claim_id
 
@@ -157,6 +158,21 @@ def build_enqueue(*, build_pk: int) -> None:
         build_run_task.apply_async((build_pk,), retry=False)
     except OperationalError as exc:
         logger.warning("build %d not sent (%s): the reaper sends it later", build_pk, exc)
+
+
+def build_context_settled(*, gzip_digest: str, failure_reason: str = "") -> int:
+    """A build context layer was fetched (or failed): send the pending builds waiting for it, or fail them with
+    the download's reason; the number of builds concerned."""
+    waiting = Build.objects.filter(state=State.PENDING, context_digest=gzip_digest)
+    if not failure_reason or blob_exists(blob_key(gzip_digest)):  # another URL may have brought the same bytes
+        pks = list(waiting.values_list("pk", flat=True))
+        for pk in pks:
+            build_enqueue(build_pk=pk)
+        return len(pks)
+    return waiting.update(
+        state=State.FAILED, failure_reason=f"Build context download failed: {failure_reason}",
+        finished_at=timezone.now(),
+    )  # fmt: skip
 
 
 def build_claim(*, build_pk: int) -> str | None:

@@ -117,7 +117,7 @@ def _look_up(context: TowerContext, registry: str) -> Found:
         logger.warning("Tower credentials lookup for %s failed: %s", registry, message)
         kind = CredentialsUnavailable if isinstance(exc, TowerUnavailable) else CredentialsRefused
         raise kind(message) from None
-    record.credentials_id = found.credentials_id
+    record.credentials_id = found.credentials_id[:64]
     record.outcome = CredentialLookup.Outcome.FOUND if found.credentials else CredentialLookup.Outcome.NOT_FOUND
     _record(record, started)
     return found

@@ -61,7 +61,7 @@ def tower_client() -> TowerClient:
     """One client per process; every connection is checked against the SSRF rules when it is made."""
     timeout = httpx.Timeout(settings.WAVE_TOWER_TIMEOUT, connect=min(5.0, settings.WAVE_TOWER_TIMEOUT))
     http = httpx.Client(transport=guarded_transport(connect_check), timeout=timeout, follow_redirects=False)
-    return TowerClient(http=http, retries=settings.WAVE_TOWER_RETRIES)
+    return TowerClient(http=http, retries=settings.WAVE_TOWER_RETRIES, deadline=float(settings.WAVE_TOWER_TIMEOUT))
 
 
 def session_key(*, endpoint: str, access_token: str) -> str:

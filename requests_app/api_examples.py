@@ -29,6 +29,15 @@ REQUEST_EXAMPLE = OpenApiExample(
         "timestamp": "2026-11-27T10:00:00Z",
     },
 )
+BUILD_REQUEST_EXAMPLE = OpenApiExample(
+    "build a Containerfile",
+    request_only=True,
+    value={
+        # FROM alpine:3.20 / RUN apk add --no-cache curl
+        "containerFile": "RlJPTSBhbHBpbmU6My4yMApSVU4gYXBrIGFkZCAtLW5vLWNhY2hlIGN1cmwK",
+        "containerPlatform": "linux/amd64",
+    },
+)
 V1_RESPONSE_EXAMPLE = OpenApiExample(
     "token",
     response_only=True,
@@ -45,6 +54,35 @@ V2_RESPONSE_EXAMPLES = [
         "token (v2)",
         response_only=True,
         value={**V1_RESPONSE_EXAMPLE.value, "freeze": False, "succeeded": True},
+    ),
+    OpenApiExample(
+        "build started (v2)",
+        response_only=True,
+        value={
+            "containerToken": "5a0e7c2b9d14",
+            "targetImage": "wave.example.org/wt/5a0e7c2b9d14/wave/build:7efaa2ed59c58a16",
+            "expiration": "2026-11-28T22:00:00.000Z",
+            "containerImage": "registry.example.org/wave/build:7efaa2ed59c58a16",
+            "buildId": "bd-7efaa2ed59c58a16_1",
+            "cached": False,
+            "freeze": False,
+            "detailsUri": "https://wave.example.org/view/builds/bd-7efaa2ed59c58a16_1",
+        },
+    ),
+    OpenApiExample(
+        "image already built (v2)",
+        response_only=True,
+        value={
+            "containerToken": "81d3f0c6a2e5",
+            "targetImage": "wave.example.org/wt/81d3f0c6a2e5/wave/build:7efaa2ed59c58a16",
+            "expiration": "2026-11-28T22:00:00.000Z",
+            "containerImage": "registry.example.org/wave/build:7efaa2ed59c58a16",
+            "buildId": "bd-7efaa2ed59c58a16_1",
+            "cached": True,
+            "freeze": False,
+            "succeeded": True,
+            "detailsUri": "https://wave.example.org/view/builds/bd-7efaa2ed59c58a16_1",
+        },
     ),
     OpenApiExample(
         "dry run (v2)",

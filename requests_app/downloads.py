@@ -47,6 +47,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
+from builds.services import build_context_settled
 from requests_app.fetch import FetchCancelled, LayerFetchError, fetch_verified
 from requests_app.layers import LayerSpec
 from requests_app.models import InjectedLayer, LayerDownload
@@ -250,6 +251,10 @@ def _settle(download: LayerDownload, *, state: str, reason: str) -> bool:
         blob_key=download.blob_key,
         finished_at=download.finished_at,
     )
+    # A build waiting for this layer as its build context goes on (or fails) once this is committed.
+    transaction.on_commit(functools.partial(
+        build_context_settled, gzip_digest=download.gzip_digest, failure_reason="" if state == State.READY else reason,
+    ))  # fmt: skip
     return True
 
 

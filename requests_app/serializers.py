@@ -173,9 +173,11 @@ class ContainerRequestV2InputSerializer(ContainerRequestV1InputSerializer):
         required=False, default=False, help_text="Copy the image to `buildRepository` as it is."
     )
     workflowId = _text(help_text="The pipeline run this request belongs to.")
-    buildContext = serializers.JSONField(
-        required=False, allow_null=True, help_text="A build context layer (`location`, digests, size) for builds."
-    )
+    buildContext = ContainerLayerInputSerializer(
+        required=False, allow_null=True,
+        help_text="The build context of a `containerFile` (what `COPY` and `ADD` read): a tar.gz layer, downloaded "
+        "and verified like `containerConfig.layers`, then unpacked.",
+    )  # fmt: skip
     format = serializers.ChoiceField(
         choices=["docker", "sif"],
         required=False,
@@ -234,6 +236,9 @@ class ContainerTokenV2ResponseSerializer(ContainerTokenV1ResponseSerializer):
     )
     succeeded = serializers.BooleanField(
         required=False, help_text="True when there is nothing to build; with a buildId, once the build succeeded."
+    )
+    detailsUri = serializers.CharField(
+        source="details_uri", required=False, help_text="With a buildId: the build's page (state, live log)."
     )
 
 

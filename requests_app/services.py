@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from builds.containerfiles import ContainerfileError, containerfile_check
+from builds.selectors import build_page_url
 from builds.services import BuildAnswer, BuildRequest, build_create_or_join
 from credentials.callers import Caller
 from credentials.clients import registry_client_with
@@ -112,6 +113,11 @@ class Accepted:
             return True
         return self.build.build.succeeded if self.build.build is not None else None
 
+    @property
+    def details_uri(self) -> str | None:
+        """The build's page, when there is a build to show."""
+        return build_page_url(self.build.build_id) if self.build is not None and self.build.build_id else None
+
 
 def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> Accepted:
     """Check a validated request against the network (the Tower user, layer hosts, source image upstream
@@ -142,18 +148,23 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
     if spec.dry_run:
         return Accepted(request=None, source=ref)
 
-    layer_download_cap_check(layers=layers, client=caller.rate_limit_key)  # before anything is stored
-    for layer in layers:
-        if layer.data is not None:
-            blob_store_put(layer.gzip_digest, layer.data)
-    # Asked before the transaction: the blob store may be a remote one (S3).
-    stored = {layer.gzip_digest for layer in layers if not layer.is_inline and _verified_before(layer)}
-
+    stored = _layers_prepare(layers, client=caller.rate_limit_key)
     request = _store_request(
         spec, ref, caller=caller, tower=tower, layers=layers, stored=stored,
         source_digest=source_digest if ref.digest is None else ref.digest,
     )  # fmt: skip
     return Accepted(request=request, source=ref)
+
+
+def _layers_prepare(layers: list[LayerSpec], *, client: str) -> set[str]:
+    """Before anything is stored: the client's download cap checked, `data:` payloads written to the blob
+    store; the gzip digests of http layers already verified and stored (asked before the transaction: the
+    blob store may be a remote one, S3)."""
+    layer_download_cap_check(layers=layers, client=client)
+    for layer in layers:
+        if layer.data is not None:
+            blob_store_put(layer.gzip_digest, layer.data)
+    return {layer.gzip_digest for layer in layers if not layer.is_inline and _verified_before(layer)}
 
 
 def _store_request(
@@ -207,9 +218,9 @@ def _build_request_create(
             "Conda, Spack and package builds, freeze and mirror are not available on this service yet "
             "- send a containerFile"
         )
-    if build.build_context:
-        raise BuildsUnavailable("Attribute `buildContext` is not available on this service yet")
     assert build.container_file is not None  # a build without recipes is a containerFile build
+    layers = _layer_specs(spec.config.layers)  # applied by the proxy to the built image, as to any image
+    context = _layer_specs((build.build_context,))[0] if build.build_context else None
     repository = build.build_repository or settings.WAVE_BUILD_REPO
     cache_repository = build.cache_repository or settings.WAVE_CACHE_REPO or ""
     for label, value in (("Container build repository", repository), ("Container build cache repository",
@@ -226,17 +237,22 @@ def _build_request_create(
         raise InvalidRequest(exc.message) from None
     request = BuildRequest(
         container_file=build.container_file, platform=str(spec.platform), repository=repository,
-        cache_repository=cache_repository,
+        cache_repository=cache_repository, context_digest=context.gzip_digest if context is not None else "",
     )  # fmt: skip
     ref = parse_image(request.target)
     if spec.dry_run:
         return Accepted(request=None, source=ref)
+    stored = _layers_prepare([*layers, *([context] if context is not None else [])], client=caller.rate_limit_key)
+    if context is not None and not context.is_inline and context.gzip_digest not in stored:
+        # Fetched and verified like an injected layer; the build waits for it (builds.runs).
+        with transaction.atomic():
+            layer_download_create_or_join_all(layers=[context], stored=stored, client=caller.rate_limit_key)
     answer = build_create_or_join(
         request=request, caller=caller, tower=tower,
         before_start=functools.partial(rate_limit_acquire, kind="build", key=caller.rate_limit_key),
     )  # fmt: skip
-    stored = _store_request(spec, ref, caller=caller, tower=tower, layers=[], stored=set(), build_id=answer.build_id)
-    return Accepted(request=stored, source=ref, build=answer)
+    row = _store_request(spec, ref, caller=caller, tower=tower, layers=layers, stored=stored, build_id=answer.build_id)
+    return Accepted(request=row, source=ref, build=answer)
 
 
 def _verified_before(layer: LayerSpec) -> bool:

@@ -69,7 +69,7 @@ class BuildSpec:
     build_repository: str | None = None
     cache_repository: str | None = None
     name_strategy: str | None = None
-    build_context: Any = None  # JSON as sent
+    build_context: RequestedLayer | None = None  # what COPY and ADD read
     format: str | None = None
     workflow_id: str | None = None
     freeze: bool = False

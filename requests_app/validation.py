@@ -241,7 +241,7 @@ def container_request_spec(data: Mapping[str, Any], *, api_version: str) -> Cont
             build_repository=data.get("buildRepository") or None,
             cache_repository=data.get("cacheRepository") or None,
             name_strategy=data.get("nameStrategy"),
-            build_context=data.get("buildContext"),
+            build_context=check_layer_fields(data["buildContext"], 0) if data.get("buildContext") else None,
             format=data.get("format"),
             workflow_id=data.get("workflowId"),
             freeze=bool(data.get("freeze")),

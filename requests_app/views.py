@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from credentials.callers import Caller
 from requests_app.api_examples import (
+    BUILD_REQUEST_EXAMPLE,
     DESCRIPTION_EXAMPLE,
     ERROR_EXAMPLES,
     NOT_FOUND_EXAMPLE,
@@ -109,7 +110,7 @@ class ContainerTokenV1View(ContainerRequestView):
         summary="Request a container (v1)",
         request=ContainerRequestV1InputSerializer,
         responses={200: ContainerTokenV1ResponseSerializer, **ERRORS},
-        examples=[REQUEST_EXAMPLE, V1_RESPONSE_EXAMPLE, *ERROR_EXAMPLES],
+        examples=[REQUEST_EXAMPLE, BUILD_REQUEST_EXAMPLE, V1_RESPONSE_EXAMPLE, *ERROR_EXAMPLES],
         tags=["containers"],
     )
     def post(self, request: Request) -> Response:
@@ -126,7 +127,7 @@ class ContainerTokenV2View(ContainerRequestView):
         summary="Request a container (v2)",
         request=ContainerRequestV2InputSerializer,
         responses={200: ContainerTokenV2ResponseSerializer, **ERRORS},
-        examples=[REQUEST_EXAMPLE, *V2_RESPONSE_EXAMPLES, *ERROR_EXAMPLES],
+        examples=[REQUEST_EXAMPLE, BUILD_REQUEST_EXAMPLE, *V2_RESPONSE_EXAMPLES, *ERROR_EXAMPLES],
         tags=["containers"],
     )
     def post(self, request: Request) -> Response:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from builds.models import Build
-from builds.services import build_reap
+from builds.services import build_cancel, build_reap
 from requests_app.models import ContainerRequest
 from tests.builds.test_build_pulls import build_worker, containerfile, request_build, share_blob_store, wait_finished
 from tests.conftest import PushedImage
@@ -76,3 +76,27 @@ def test_a_build_whose_worker_is_killed_is_failed_by_the_reaper_and_rebuilt(
     retry = request_build(proxy, body).json()
     assert retry["buildId"] == created["buildId"].replace("_1", "_2")
     assert ContainerRequest.objects.filter(build_id=retry["buildId"]).count() == 1
+
+
+def test_a_cancelled_build_is_killed_within_a_heartbeat(
+    proxy: AsgiServer, anonymous_image: PushedImage, build_repo: str, settings: Settings, tmp_path: Path
+) -> None:
+    settings.WAVE_BUILD_REPO = build_repo
+    settings.WAVE_CACHE_REPO = None
+    worker = build_worker(tmp_path / "worker", build_repo, WAVE_BUILD_HEARTBEAT="1", WAVE_BUILD_STALE_AFTER="10")
+    share_blob_store(settings, worker)
+    try:
+        created = request_build(proxy, {"containerFile": containerfile(anonymous_image, "RUN sleep 97")}).json()
+        wait_until(lambda: "sleep 97" in running_commands(), timeout=120, what="the RUN step to start")
+        build = Build.objects.get(build_id=created["buildId"])
+        assert build_cancel(build=build, by="an operator")
+        wait_until(lambda: "sleep 97" not in running_commands(), timeout=20, what="the build to be killed")
+        wait_until(lambda: not any((tmp_path / "worker" / "builds").glob("*")), timeout=20, what="its work dir to go")
+        build.refresh_from_db()
+        assert (build.state, build.failure_reason) == ("cancelled", "Build cancelled by an operator")
+    finally:
+        worker.stop()
+
+
+def running_commands() -> str:
+    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -18,7 +18,9 @@ from builds.logs import build_log_text
 from builds.models import Build
 from tests.conftest import PushedImage
 from tests.support.asgi_server import AsgiServer
+from tests.support.http_files import FileServer
 from tests.support.images import run, skopeo_copy, skopeo_inspect
+from tests.support.layers import make_layer
 from tests.support.network import wait_until
 from tests.support.worker import Worker, start_worker
 
@@ -46,11 +48,10 @@ def build_repo(anonymous_image: PushedImage) -> str:
 
 
 @pytest.fixture(scope="module")
-def builds_worker(
-    django_db_setup: None, django_db_blocker, build_repo: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Worker]:
+def builds_worker(django_db_setup: None, django_db_blocker, build_repo: str, layer_worker: Worker) -> Iterator[Worker]:
+    """A build worker on the same machine as the downloads worker (one data dir, one blob store), as `make run`."""
     with django_db_blocker.unblock():
-        worker = build_worker(tmp_path_factory.mktemp("build-worker"), build_repo)
+        worker = build_worker(layer_worker.data_dir, build_repo)
     yield worker
     worker.stop()
 
@@ -106,6 +107,7 @@ def test_a_build_is_answered_at_once_then_pulled_when_done(
     build = Build.objects.get(build_id=created["buildId"])
     assert created["buildId"] == f"bd-{build.container_id}_1"
     assert created["cached"] is False
+    assert created["detailsUri"] == f"{service.url}/view/builds/{created['buildId']}"
     assert "succeeded" not in created  # not known yet: the answer came before the build finished
     assert created["targetImage"] == f"{service.host}/wt/{created['containerToken']}/wave/build:{build.container_id}"
     assert build.target_image == f"{build_repo}:{build.container_id}"
@@ -122,6 +124,21 @@ def test_a_build_is_answered_at_once_then_pulled_when_done(
     assert build.started_at is not None
     assert build.finished_at is not None
     assert "STEP" in build_log_text(build=build)  # buildah's steps, as they ran
+    base = f"{service.url}/v1alpha1/builds/{build.build_id}"
+    record = httpx.get(base).json()
+    assert (record["buildId"], record["targetImage"], record["platform"], record["digest"]) == (
+        build.build_id, build.target_image, "linux/amd64", build.digest,
+    )  # fmt: skip
+    assert (record["status"], record["succeeded"], record["exitStatus"]) == ("COMPLETED", True, 0)
+    assert "RUN echo built-by-wave" in record["dockerFile"]
+    state = httpx.get(f"{base}/status").json()
+    assert (state["id"], state["status"], state["succeeded"]) == (build.build_id, "COMPLETED", True)
+    logs = httpx.get(f"{base}/logs")
+    assert logs.headers["Content-Type"].startswith("text/plain")
+    assert logs.text == build_log_text(build=build)
+    page = httpx.get(created["detailsUri"])
+    assert page.status_code == 200
+    assert build.build_id in page.text
     status = httpx.get(f"{service.url}/v1alpha2/container/{created['containerToken']}/status").json()
     assert (status["status"], status["succeeded"], status["buildId"]) == ("DONE", True, build.build_id)
 
@@ -164,3 +181,37 @@ def test_a_failing_build_fails_its_pull_with_the_reason_and_is_rebuilt_by_the_ne
     assert "exit status 3" in status["reason"]
     retry = request_build(service, body).json()
     assert retry["buildId"] == created["buildId"].replace("_1", "_2")
+
+
+@pytest.mark.parametrize("delivery", ["http", "data"])
+def test_the_build_context_is_fetched_verified_and_unpacked_for_copy(
+    service: AsgiServer, anonymous_image: PushedImage, file_server: FileServer, tmp_path: Path, delivery: str
+) -> None:
+    context = make_layer({"greeting.txt": f"hello from the {delivery} context\n".encode(), "sub/x.txt": b"x\n"})
+    file_server.files["context.tar.gz"] = context.gzip_bytes
+    location = f"{file_server.url}/context.tar.gz" if delivery == "http" else None
+    body = {"containerFile": containerfile(anonymous_image, "COPY greeting.txt sub/x.txt /ctx/"),
+            "buildContext": context.as_request(location=location)}  # fmt: skip
+    created = request_build(service, body)
+    assert created.status_code == 200, created.text
+    rootfs = unpack(created.json()["targetImage"], tmp_path)
+    assert (rootfs / "ctx" / "greeting.txt").read_text() == f"hello from the {delivery} context\n"
+    assert (rootfs / "ctx" / "x.txt").read_text() == "x\n"
+    build = Build.objects.get(build_id=created.json()["buildId"])
+    assert build.context_digest == context.gzip_digest
+
+
+def test_a_build_context_that_fails_verification_fails_the_build(
+    service: AsgiServer, anonymous_image: PushedImage, file_server: FileServer
+) -> None:
+    context = make_layer({"a.txt": b"a\n"})
+    tampered = make_layer({"a.txt": b"b\n"}).gzip_bytes
+    file_server.files["bad.tar.gz"] = tampered
+    declared = context.as_request(location=f"{file_server.url}/bad.tar.gz", gzipSize=len(tampered))  # digests tell
+    body = {"containerFile": containerfile(anonymous_image, "COPY a.txt /a.txt"), "buildContext": declared}
+    created = request_build(service, body).json()
+    build = wait_finished(created["buildId"], timeout=120)
+    assert build.state == "failed"
+    assert build.failure_reason.startswith("Build context download failed: ")
+    assert "digest" in build.failure_reason
+    assert build.started_at is None  # buildah never ran

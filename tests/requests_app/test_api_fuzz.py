@@ -76,6 +76,8 @@ def test_api_never_answers_with_an_internal_error(case: schemathesis.Case, anony
 def unthrottled(settings: Any) -> None:  # pytest-django's settings (this module's `settings` is hypothesis's)
     """Every attempt would count against the one client address: without this most cases only meet the throttle."""
     settings.WAVE_VALIDATE_CREDS_PER_MINUTE = 1_000_000
+    settings.WAVE_VALIDATE_CREDS_PER_ACCOUNT_PER_HOUR = 1_000_000
+    settings.WAVE_PAIRING_PER_MINUTE = 1_000_000
 
 
 def is_contacted(registry: object) -> bool:

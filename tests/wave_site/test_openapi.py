@@ -94,7 +94,7 @@ def test_every_credentials_operation_is_documented_with_examples(schema: dict[st
     assert answers == {
         "credentials_validate": {"200", "400", "413", "415", "429", "500", "503"},
         "credentials_validate_v2": {"200", "400", "413", "415", "429", "500", "503"},
-        "pairing_register": {"200", "400", "413", "415", "500", "503"},
+        "pairing_register": {"200", "400", "413", "415", "429", "500", "503"},
     }
     for operation_id in CREDENTIALS_OPERATIONS:
         assert found[operation_id]["tags"] == ["credentials"]
