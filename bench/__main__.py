@@ -11,6 +11,7 @@ BENCHMARKS = {
     "proxy_pull": ("bench.proxy:pull", "skopeo copy of a 5-layer ~200 MB image: proxy vs direct vs pull-through"),
     "proxy_manifests": ("bench.proxy:manifests", "manifest GETs, 50 clients: proxy vs upstream registry"),
     "proxy_blob_memory": ("bench.proxy:blob_memory", "web RSS while 20 clients stream a 500 MB blob"),
+    "builds": ("bench.builds:main", "a build POST -> pushed vs buildah bud + push by hand; cached request latency"),
 }
 
 
