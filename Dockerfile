@@ -1,8 +1,10 @@
-# One image for web, worker and beat (docker-compose.yml). The worker builds images with buildah.
+# One image for web, workers and beat (docker-compose.yml). The build worker builds images with buildah (vfs
+# storage, chroot isolation: no runc, crun or fuse-overlayfs needed), each build confined by util-linux's
+# `setpriv` and `unshare` and its mounts removed with `umount` (package mount); skopeo and umoci for images.
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends buildah skopeo umoci git ca-certificates \
+ && apt-get install -y --no-install-recommends buildah skopeo umoci util-linux mount git ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -18,12 +18,12 @@ def load_compose() -> dict:
 
 def test_compose_runs_every_part_of_the_service() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"postgres", "redis", "registry", "web", "worker", "downloads", "beat"}
+    assert set(services) == {"postgres", "redis", "registry", "web", "worker", "downloads", "maintenance", "beat"}
 
 
 def test_web_workers_and_beat_share_one_image_built_from_the_repo() -> None:
     services = load_compose()["services"]
-    for name in ("web", "worker", "downloads", "beat"):
+    for name in ("web", "worker", "downloads", "maintenance", "beat"):
         build = services[name]["build"]
         assert (REPO / build["context"] / build["dockerfile"]).is_file()
         assert services[name]["image"] == "wave-django:latest"
@@ -67,14 +67,32 @@ def test_workers_consume_every_queue_downloads_in_threads_and_beat_schedules() -
     assert option(downloads, "--concurrency") == "16"
     assert sorted([*PROCESS_POOL_QUEUES, *THREAD_POOL_QUEUES, *MAINTENANCE_QUEUES]) == sorted(QUEUES)
     assert services["worker"]["privileged"] is True
-    assert "privileged" not in services["downloads"]
-    assert "privileged" not in services["maintenance"]
     assert "beat" in services["beat"]["command"]
+
+
+def test_only_the_build_worker_is_privileged() -> None:
+    """buildah (namespaces, mounts, chroot) needs it; nothing else gets more than Docker's defaults."""
+    services = load_compose()["services"]
+    assert [name for name, service in services.items() if service.get("privileged")] == ["worker"]
+    for service in services.values():
+        assert not {"cap_add", "security_opt", "devices", "pid", "network_mode"} & set(service)
+
+
+def test_the_build_worker_shares_the_data_volume_with_web() -> None:
+    """In compose the blob store is the filesystem one in /data (build contexts in, build logs out) and the
+    secret key is generated there: the worker must see web's, not a volume of its own."""
+    services = load_compose()["services"]
+    assert services["worker"]["volumes"] == services["web"]["volumes"] == ["wave-data:/data"]
+    assert "WAVE_BLOB_STORE" not in services["web"]["environment"]
+    assert services["worker"]["environment"] == services["web"]["environment"]
 
 
 def test_dockerfile_installs_the_builder_and_the_requirements() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert re.search(r"apt-get install .*\bbuildah\b.*\bskopeo\b", dockerfile)
+    installed = re.search(r"apt-get install -y --no-install-recommends ([^\\&]+)", dockerfile)
+    assert installed is not None
+    # buildah; util-linux's setpriv and unshare and mount's umount confine and clean up each build (builds.backends).
+    assert {"buildah", "skopeo", "umoci", "util-linux", "mount"} <= set(installed.group(1).split())
     assert "pip install --no-cache-dir -r requirements.txt" in dockerfile
     assert "wave_site.asgi:application" in dockerfile
     assert "manage.py migrate" in dockerfile
