@@ -20,6 +20,7 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import connections
 
 from builds.backends import builder
 from builds.backends.base import BuildJob, BuildOutcome
@@ -42,7 +43,9 @@ LOG_FLUSH_BYTES = 64 * 1024
 
 
 class LogSink:
-    """Collects the builder's output and appends it to the build's log in chunks (thread-safe)."""
+    """Collects the builder's output and appends it to the build's log in chunks (thread-safe): at once past
+    LOG_FLUSH_BYTES, else within LOG_FLUSH_SECONDS, also while the build prints nothing (a thread flushes what
+    waits), so that a page shows the last lines before a long quiet step."""
 
     def __init__(self, build: Build) -> None:
         self.build = build
@@ -50,6 +53,9 @@ class LogSink:
         self.size = 0
         self.flushed_at = time.monotonic()
         self.lock = threading.Lock()
+        self.closed = threading.Event()
+        self.flusher = threading.Thread(target=self._flush_while_open, name="build-log", daemon=True)
+        self.flusher.start()
 
     def __call__(self, text: str) -> None:
         with self.lock:
@@ -59,8 +65,20 @@ class LogSink:
                 self._flush()
 
     def close(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            self.flusher.join()
         with self.lock:
             self._flush()
+
+    def _flush_while_open(self) -> None:
+        try:
+            while not self.closed.wait(LOG_FLUSH_SECONDS / 2):
+                with self.lock:
+                    if self.pending and time.monotonic() - self.flushed_at >= LOG_FLUSH_SECONDS / 2:
+                        self._flush()
+        finally:
+            connections.close_all()  # this thread's connections only
 
     def _flush(self) -> None:
         if self.pending:
@@ -100,14 +118,15 @@ def build_context(build: Build) -> Iterator[Path | None]:
     if not build.context_digest:
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="wave-context-", dir=_scratch_root()) as folder:
+    # Beside the builds' work dirs: swept with them if a killed worker leaves it (builds.backends.buildah).
+    with tempfile.TemporaryDirectory(prefix=f"{build.build_id}-context-", dir=_scratch_root()) as folder:
         with blob_open(blob_key(build.context_digest)) as handle, tarfile.open(fileobj=handle, mode="r:gz") as archive:
             archive.extractall(folder, filter="data")  # no links out, no devices, no absolute paths
         yield Path(folder)
 
 
 def _scratch_root() -> Path:
-    root = settings.DATA_DIR / "tmp"
+    root = settings.DATA_DIR / "builds"
     root.mkdir(parents=True, exist_ok=True)
     return root
 

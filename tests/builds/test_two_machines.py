@@ -147,11 +147,6 @@ def test_a_worker_on_another_machine_builds_what_the_web_serves(
     assert files_under(worker_data / "tmp") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="builds/runs.py LogSink appends what it collected only when more output arrives, so the lines before a"
-    " silent step stay on the worker until the step prints again or ends",
-)
 def test_the_log_before_a_silent_step_is_served_while_the_step_runs(
     two_machines: TwoMachines, anonymous_image: PushedImage
 ) -> None:
