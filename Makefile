@@ -49,8 +49,11 @@ check: $(DEV_STAMP)
 	  env -u DATABASE_URL -u REDIS_URL WAVE_DATA_DIR=$$tmp $(PY) manage.py spectacular --validate --fail-on-warn --file $$tmp/openapi.yaml && \
 	  echo "OpenAPI schema valid"
 
+# Two processes (the suite waits on servers, workers and buildah more than it computes); a test module stays in
+# one process, so that its fixtures (registries, workers) are started once.
+PYTEST_WORKERS ?= 2
 pytest: $(DEV_STAMP)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: tools test-tools services lint check pytest
 

@@ -16,7 +16,7 @@ from tests.support.service import REPO
 
 SERVICE_PACKAGES = ("wave_site", "requests_app", "credentials", "builds", "registry")
 CHECK_TOOLS = {"pytest", "pytest-django", "ruff", "mypy", "django-stubs", "djangorestframework-stubs", "celery-types",
-               "types-pyyaml", "schemathesis", "moto", "hypothesis", "selenium", "bcrypt"}  # fmt: skip
+               "types-pyyaml", "schemathesis", "moto", "hypothesis", "selenium", "bcrypt", "pytest-xdist"}  # fmt: skip
 
 
 def requirements(name: str) -> dict[str, Requirement]:
