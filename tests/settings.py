@@ -8,8 +8,9 @@ import tempfile
 os.environ.setdefault("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/wave")
 # pytest-xdist: each process its own Redis database (tests clear the cache, workers consume the broker); the test
 # database gets the worker's suffix from pytest-django (test_wave_gw0, ...).
-_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
-os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:6379/{15 - _XDIST_INDEX}")
+os.environ.setdefault(
+    "REDIS_URL", f"redis://127.0.0.1:6379/{15 - int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:])}"
+)
 os.environ.setdefault("WAVE_DATA_DIR", tempfile.mkdtemp(prefix="wave-test-data-"))
 # Nothing listens here: tests that need a build registry point the setting at a registry fixture.
 os.environ.setdefault("WAVE_BUILD_REPO", "127.0.0.1:9/wave/build")

@@ -80,7 +80,9 @@ def sweep_scratch_files(**_: Any) -> None:
     from django.conf import settings
 
     from wave_site.blobstore import blob_scratch_sweep
+    from wave_site.jobs import jobs_stop_forget
 
+    jobs_stop_forget()
     removed = blob_scratch_sweep(older_than=settings.WAVE_LAYER_DOWNLOAD_TIMEOUT)
     if removed:
         logger.info("removed %d scratch files of dead downloads", removed)
@@ -89,15 +91,17 @@ def sweep_scratch_files(**_: Any) -> None:
 @worker_shutting_down.connect
 def give_back_jobs(**_: Any) -> None:
     """A warm shutdown: the jobs this process runs in threads (downloads) go back to the queue at once, and
-    stop at their next read, instead of holding the shutdown until they end (a thread cannot be killed)."""
+    stop at their next read, instead of holding the shutdown until they end (a thread cannot be killed); the
+    jobs of its pool processes (builds) at their next heartbeat, their processes killed by the builder."""
     from wave_site.jobs import jobs_stop
 
-    jobs_stop()
+    jobs_stop(mark_for_children=True)
 
 
 @worker_shutdown.connect
 def send_given_back_jobs(**_: Any) -> None:
     """The worker no longer takes tasks: send the jobs it gave back, for the next worker to take up."""
-    from wave_site.jobs import jobs_stopped
+    from wave_site.jobs import jobs_stop_forget, jobs_stopped
 
     jobs_stopped()
+    jobs_stop_forget()

@@ -17,7 +17,9 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from django.conf import settings
 from django.db import DatabaseError, connection, connections
 
 from wave_site.errors import outage_of
@@ -32,17 +34,45 @@ _beating: set[threading.Event] = set()
 _after_stop: list[Callable[[], None]] = []
 
 
-def jobs_stop() -> None:
-    """This process stops (a worker's warm shutdown): every heartbeat gives its job back at once."""
+def stop_marker(pid: int) -> Path:
+    """A file saying that the worker whose main process is `pid` is stopping: its pool children (builds run in
+    prefork processes, which a warm shutdown does not signal) see it at their next heartbeat."""
+    return settings.DATA_DIR / "run" / f"worker-stopping-{pid}"
+
+
+def jobs_stop(*, mark_for_children: bool = False) -> None:
+    """This process stops (a worker's warm shutdown): every heartbeat gives its job back at once; with
+    `mark_for_children`, the jobs of its pool processes too, at their next heartbeat."""
     _stopping.set()
+    if mark_for_children:
+        try:
+            marker = stop_marker(os.getpid())
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError as exc:
+            logger.warning("pool processes not told to give their jobs back: %s", exc)
     for wake in tuple(_beating):
         wake.set()
 
 
+def jobs_stop_forget() -> None:
+    """The worker started or ended: no stop marker of this process's id remains (process ids are reused)."""
+    stop_marker(os.getpid()).unlink(missing_ok=True)
+
+
+def is_stopping() -> bool:
+    """This process, or the worker whose pool process this is, is stopping."""
+    return _stopping.is_set() or stop_marker(os.getppid()).exists()
+
+
 def jobs_after_stop(callback: Callable[[], None]) -> None:
     """Run `callback` once this process's worker no longer takes tasks (`jobs_stopped`): a job given back
-    is sent again then, so that the stopping worker does not take it up again itself."""
-    _after_stop.append(callback)
+    is sent again then, so that the stopping worker does not take it up again itself. In a pool process
+    (told by its worker's marker) it runs at once: the worker already stopped taking tasks."""
+    if _stopping.is_set():
+        _after_stop.append(callback)
+    else:
+        callback()
 
 
 def jobs_stopped() -> None:
@@ -91,7 +121,7 @@ def heartbeat(
                 wake.wait(every)
                 if done.is_set():
                     return
-                if give_back is not None and _stopping.is_set():
+                if give_back is not None and is_stopping():
                     hand_back(give_back)
                     return
                 try:
@@ -127,8 +157,8 @@ def heartbeat(
 
 
 def is_worker_stopping() -> bool:
-    """Whether `jobs_stop` was called in this process."""
-    return _stopping.is_set()
+    """Whether this process's worker is stopping (`jobs_stop` here, or in the worker this is a pool process of)."""
+    return is_stopping()
 
 
 @contextmanager

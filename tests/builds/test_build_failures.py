@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -100,3 +101,33 @@ def test_a_cancelled_build_is_killed_within_a_heartbeat(
 
 def running_commands() -> str:
     return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def test_a_worker_stopped_mid_build_gives_the_build_back_and_the_next_worker_builds_it(
+    proxy: AsgiServer, anonymous_image: PushedImage, build_repo: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Ctrl-C of `make run` (SIGTERM to the worker's main process: a warm shutdown): the build is killed and
+    queued again at its next heartbeat, the worker stops well before a cold shutdown, the next worker builds it."""
+    settings.WAVE_BUILD_REPO = build_repo
+    settings.WAVE_CACHE_REPO = None
+    fast = {"WAVE_BUILD_HEARTBEAT": "1", "WAVE_BUILD_STALE_AFTER": "10"}
+    worker = build_worker(tmp_path / "worker", build_repo, **fast)
+    share_blob_store(settings, worker)
+    created = request_build(
+        proxy, {"containerFile": containerfile(anonymous_image, "RUN sleep 5.37 && echo slept")}
+    ).json()
+    try:
+        wait_until(lambda: "sleep 5.37" in running_commands(), timeout=120, what="the RUN step to start")
+        os.kill(worker.process.pid, signal.SIGTERM)  # the main process only, as the process manager does
+        worker.process.wait(timeout=12)
+    finally:
+        worker.stop()
+    assert "sleep 5.37" not in running_commands()
+    build = Build.objects.get(build_id=created["buildId"])
+    assert (build.state, build.attempts, build.claimed_by) == ("pending", 0, "")
+    assert not any((tmp_path / "worker" / "builds").glob("*"))
+    again = worker.restart()
+    try:
+        assert wait_finished(created["buildId"], timeout=120).state == "succeeded"
+    finally:
+        again.stop()
