@@ -48,8 +48,11 @@ class BuildAdmin(ReadOnlyAdmin):
     list_display = ("build_id", "state_badge", "duration_shown", "target", "caller", "created")
     list_filter = ("state", "platform", "created_at")
     date_hierarchy = "created_at"
-    search_fields = ("=build_id", "^target_image", "user_name")
-    search_help_text = "A build id (exact), the start of a target image, or a user name."
+    search_fields = ("=build_id", "=container_id", "^target_image", "user_name")
+    search_help_text = (
+        "A build id (bd-…_n, exact), a containerId (the tag of the image, exact), the start of the build "
+        "repository's image name, or a user name."
+    )
     actions = ["cancel", "rebuild"]
     list_per_page = 50
     change_form_template = "builds/admin/build_change_form.html"
