@@ -5,13 +5,21 @@ Each test states what the service should do and fails while it does not.
 
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
+
 import pytest
+from django.test import Client
+from pytest_django.fixtures import Settings
 
 from builds.models import Build
+from builds.runs import build_credentials
 from builds.services import BuildRequest, build_claim, build_create_or_join, build_finish, exists_key
 from credentials.callers import Caller
 from credentials.models import TowerAuth
 from credentials.sessions import TowerContext
+from registry.client import Credentials
 from tests.conftest import PushedImage
 from wave_site.cache import shared_cache
 
@@ -75,3 +83,37 @@ def test_attack_a_cached_answer_serves_the_image_built_with_another_callers_cred
 
     assert Build.objects.get(pk=built.pk).tower_auth_id == alice_tower.auth_id  # built with her credentials
     assert not (answer.cached and answer.build_id == built.build_id), "bob was served alice's built image"
+
+
+@pytest.mark.django_db
+def test_attack_any_caller_pushes_with_the_services_credentials_into_a_repository_of_their_choosing(
+    anonymous_image: PushedImage, basic_image: PushedImage, settings: Settings, tmp_path: Path
+) -> None:
+    """HIGH. `buildRepository` and `cacheRepository` are free: any caller (anonymous here) names any repository
+    on any host the SSRF rules allow, and the build pushes there - `<repo>:<containerId>` and, for the cache,
+    layers - with the service's own credentials for that host (build_credentials: the service's first for the
+    build and cache repositories' hosts). Credentials the operator configured to pull (Docker Hub, a private
+    registry) become write access to every repository that account can write, for everyone; `target_exists`
+    also answers, with those credentials, whether a tag exists in a private repository. Suggested policy:
+    a requested repository must be under an allow list (WAVE_BUILD_REPO/WAVE_CACHE_REPO by default), or be
+    pushed with the caller's own (Tower) credentials only - never the service's."""
+    settings.WAVE_BUILD_REPO = f"{anonymous_image.registry.host}/wave/build"
+    registry = basic_image.registry
+    assert registry.username
+    assert registry.password
+    creds = tmp_path / "registry-credentials.json"
+    creds.write_text(json.dumps({registry.host: {"username": registry.username, "password": registry.password}}))
+    settings.WAVE_REGISTRY_CREDENTIALS = str(creds)  # the service pulls from this private registry
+    other_tenant = f"{registry.host}/other-tenant/app"
+    body = {
+        "containerFile": base64.b64encode(f"FROM {anonymous_image.reference}\nRUN true\n".encode()).decode(),
+        "buildRepository": other_tenant,
+    }
+
+    answer = Client().post("/v1alpha2/container", body, content_type="application/json", REMOTE_ADDR="192.0.2.9")
+
+    build = Build.objects.filter(repository=other_tenant).first()
+    if build is not None:  # what the worker would write into the auth file for the push
+        services = build_credentials(build)(registry.host) == Credentials(registry.username, registry.password)
+        assert not services, "an anonymous caller's build pushes into another repository with the service's login"
+    assert answer.status_code == 400, answer.content
