@@ -220,3 +220,23 @@ def test_attack_a_gzip_bomb_context_is_unpacked_whole(settings: Settings, tmp_pa
     assert unpacked <= settings.WAVE_LAYER_DOWNLOAD_MAX_BYTES, (
         f"{unpacked // 2**20} MiB unpacked from {len(bomb)} bytes"
     )
+
+
+@pytest.mark.slow
+def test_attack_the_workers_proxy_credentials_reach_run_steps_and_the_public_log(
+    anonymous_image: PushedImage, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MEDIUM. The worker's HTTP(S)_PROXY variables are passed to buildah (Session.environment), and buildah
+    passes them on to every RUN step (`--http-proxy` defaults to true): a proxy URL with a login
+    (`http://user:password@proxy:3128`, common for corporate egress) is printed by `RUN env` into the build
+    log, which anyone with the build id reads. Either `--http-proxy=false` (and a proxy for RUN steps only by
+    an explicit setting), or the proxy URLs' passwords added to the secrets the log masks."""
+    password = f"proxy-secret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("HTTP_PROXY", f"http://wave:{password}@192.0.2.1:3128")
+    monkeypatch.setenv("NO_PROXY", "*")  # the registry fixture is reached directly
+    container_file = f"FROM {anonymous_image.reference}\nRUN env | grep -i _proxy\n"
+
+    log = run_build(make_job(anonymous_image.registry.host, container_file))
+
+    assert "HTTP_PROXY" in log.text  # the step ran
+    assert password not in log.text, "the worker's proxy password is in the build log"
