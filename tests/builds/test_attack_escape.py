@@ -18,6 +18,7 @@ import tarfile
 import threading
 import tracemalloc
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from pytest_django.fixtures import Settings
 
 from builds.backends import BuildJob, builder
 from builds.backends.output import Output
+from builds.containerfiles import ContainerfileError, containerfile_checked
 from builds.models import Build
 from builds.runs import build_context
 from registry.client import Credentials
@@ -240,3 +242,47 @@ def test_attack_the_workers_proxy_credentials_reach_run_steps_and_the_public_log
 
     assert "HTTP_PROXY" in log.text  # the step ran
     assert password not in log.text, "the worker's proxy password is in the build log"
+
+
+@pytest.mark.slow
+def test_attack_add_reaches_a_refused_address_named_by_the_base_images_env(
+    anonymous_image: PushedImage, data_dir: Path, settings: Settings
+) -> None:
+    """MEDIUM (today RUN reaches it anyway; it matters once RUN steps lose the worker's network, because
+    buildah fetches `ADD <url>` itself, in the worker's network). The `ADD` SSRF check expands variables from
+    the Containerfile's own ARG/ENV only; buildah expands them from the base image's ENV too. A base image
+    with `ENV U=http://<refused host>/...` and `ADD $U /x` passes the check and the worker fetches the refused
+    URL. (Redirects and DNS rebinding at fetch time are not checked either.) Refuse `ADD` sources that still
+    hold a variable the parser cannot resolve, or fetch ADD URLs in the service (SSRF-checked at connect time,
+    no redirects to refused addresses) and hand buildah the file."""
+    settings.WAVE_SSRF_ALLOW = ["127.0.0.1"]  # the registry fixtures; "localhost" is not allowed
+    hits: list[str] = []
+
+    class Metadata(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = b"instance-credentials"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://localhost:{server.server_address[1]}/latest/meta-data"
+        with pytest.raises(ContainerfileError):  # named in the Containerfile, it is refused
+            containerfile_checked(f"FROM {anonymous_image.reference}\nADD {url} /m\n")
+        host = anonymous_image.registry.host
+        base = make_job(host, f"FROM {anonymous_image.reference}\nENV U={url}\n")
+        assert builder().build(base, log=Log(), should_stop=lambda: False).succeeded
+        hits.clear()
+        log = run_build(make_job(host, f"FROM {base.target}\nADD $U /m\n"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "STEP 2/2: ADD $U /m" in log.text  # the check let it through to buildah
+    assert hits == [], "buildah fetched a URL the SSRF rules refuse"
