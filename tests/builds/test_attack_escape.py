@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -147,12 +148,14 @@ def test_attack_a_run_step_sees_every_process_of_the_worker_host(anonymous_image
     own command, this test's). A fresh /proc for the build's PID namespace (`unshare --mount-proc`) hides
     them."""
     marker = f"pytest-marker-{uuid.uuid4().hex}"
-    holder = subprocess.Popen(["sh", "-c", "sleep 600; true", marker], stdout=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        ["sh", "-c", "sleep 600; true", marker], stdout=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         container_file = f"FROM {anonymous_image.reference}\nRUN cat /proc/{holder.pid}/cmdline | tr '\\0' ' '; echo\n"
         log = run_build(make_job(anonymous_image.registry.host, container_file))
     finally:
-        holder.kill()
+        os.killpg(holder.pid, signal.SIGKILL)  # the shell and its sleep
         holder.wait()
     assert marker not in log.text, "a RUN step read the command line of a process outside its build"
 
