@@ -13,6 +13,9 @@ from django.db.models import F
 from builds.models import Build
 from wave_site.blobstore import blob_delete, blob_read, blob_store_write
 
+CHUNK_BYTES = 256 * 1024
+# The last chunk this process wrote, per build: appended to without reading it back from the store.
+_last_chunk: dict[str, tuple[int, bytes]] = {}
 TRUNCATED = "\n[log truncated: it passed the {limit} bytes this service keeps]\n"
 
 
@@ -21,7 +24,12 @@ def log_chunk_key(build_id: str, number: int) -> str:
 
 
 def build_log_append(*, build: Build, text: str) -> None:
-    """Append `text` to the build's log (one chunk); past the cap, a last line saying it was truncated."""
+    """Append `text` to the build's log; past the cap, a last line saying it was truncated.
+
+    Small appends grow the last chunk (rewritten whole, replaced at once) until it holds CHUNK_BYTES; only
+    then a new chunk starts: a build printing a line a second leaves a few chunks, not one per flush, so
+    that a reader of its log fetches a few blobs. Only the build's one writer appends (its run).
+    """
     data = text.encode("utf-8", "replace")
     limit = settings.WAVE_BUILD_LOG_MAX_BYTES
     if build.log_size >= limit:
@@ -30,8 +38,19 @@ def build_log_append(*, build: Build, text: str) -> None:
         data = data[: limit - build.log_size] + TRUNCATED.format(limit=limit).encode()
     if not data:
         return
+    last = build.log_chunks - 1
+    tail = _last_chunk.get(build.build_id) if last >= 0 else None
+    if tail is not None and tail[0] == last and len(tail[1]) + len(data) <= CHUNK_BYTES:
+        grown = tail[1] + data
+        blob_store_write(log_chunk_key(build.build_id, last), grown)
+        _last_chunk[build.build_id] = (last, grown)
+        Build.objects.filter(pk=build.pk).update(log_size=F("log_size") + len(data))
+        build.log_size += len(data)
+        return
     number = build.log_chunks
     blob_store_write(log_chunk_key(build.build_id, number), data)
+    _last_chunk.clear()  # one build at a time per writer: keep one tail
+    _last_chunk[build.build_id] = (number, data)
     Build.objects.filter(pk=build.pk).update(log_chunks=F("log_chunks") + 1, log_size=F("log_size") + len(data))
     build.log_chunks, build.log_size = number + 1, build.log_size + len(data)
 

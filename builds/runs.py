@@ -28,6 +28,8 @@ from builds.backends.buildah import work_dirs_sweep
 from builds.logs import build_log_append
 from builds.models import Build
 from builds.services import build_claim, build_finish, build_give_back, build_heartbeat
+from credentials.lookups import tower_registry_credentials
+from credentials.policy import is_service_repository, repository_host
 from credentials.provider import credentials_lookup, service_credentials
 from credentials.sessions import TowerContext
 from registry.client import Credentials, CredentialsLookup
@@ -39,6 +41,7 @@ from wave_site.jobs import heartbeat, is_worker_stopping, release_connection
 logger = logging.getLogger(__name__)
 
 LOG_FLUSH_SECONDS = 1.0
+CONTEXT_MAX_ENTRIES = 100_000
 LOG_FLUSH_BYTES = 64 * 1024
 
 
@@ -102,11 +105,20 @@ def tower_context_of(build: Build) -> TowerContext | None:
 def build_credentials(build: Build) -> CredentialsLookup:
     """The registry logins of a build: the service's own for the hosts of its build and cache repositories
     (it pushes there), the caller's (Tower, else the service's) for the hosts of the FROM images."""
-    callers = credentials_lookup(tower_context_of(build))
-    own = {name.split("/", 1)[0].lower() for name in (build.repository, build.cache_repository) if name}
+    tower = tower_context_of(build)
+    callers = credentials_lookup(tower)
+    repositories = [name for name in (build.repository, build.cache_repository) if name]
+    own = {repository_host(name) for name in repositories if is_service_repository(name)}
+    # A repository of the caller's own (only Tower callers may name one): their credentials alone, never ours.
+    theirs = {repository_host(name) for name in repositories if not is_service_repository(name)}
 
     def lookup(registry: str) -> Credentials | None:
-        return service_credentials(registry) if registry.lower() in own else callers(registry)
+        registry = registry.lower()
+        if registry in own:
+            return service_credentials(registry)
+        if registry in theirs:
+            return tower_registry_credentials(context=tower, registry=registry) if tower is not None else None
+        return callers(registry)
 
     return lookup
 
@@ -120,9 +132,23 @@ def build_context(build: Build) -> Iterator[Path | None]:
         return
     # Beside the builds' work dirs: swept with them if a killed worker leaves it (builds.backends.buildah).
     with tempfile.TemporaryDirectory(prefix=f"{build.build_id}-context-", dir=_scratch_root()) as folder:
-        with blob_open(blob_key(build.context_digest)) as handle, tarfile.open(fileobj=handle, mode="r:gz") as archive:
-            archive.extractall(folder, filter="data")  # no links out, no devices, no absolute paths
+        with blob_open(blob_key(build.context_digest)) as handle, tarfile.open(fileobj=handle, mode="r|gz") as archive:
+            unpacked = 0
+            limit = settings.WAVE_LAYER_DOWNLOAD_MAX_BYTES
+            for entries, member in enumerate(archive, start=1):  # streamed: refused before passing the bound
+                unpacked += member.size if member.isfile() else 0
+                if unpacked > limit or entries > CONTEXT_MAX_ENTRIES:
+                    raise ContextRefused(
+                        f"The build context unpacks to more than {limit} bytes or {CONTEXT_MAX_ENTRIES} entries"
+                    )
+                archive.extract(member, folder, filter="data")  # no links out, no devices, no absolute paths
         yield Path(folder)
+
+
+class ContextRefused(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _scratch_root() -> Path:
@@ -164,6 +190,10 @@ def build_run(*, build_pk: int) -> str:
                 if not is_worker_stopping():
                     logger.warning("build %s stopped: cancelled, or its claim was taken", build.build_id)
                 return _state_of(build_pk)
+    except ContextRefused as exc:
+        outcome = _failed(exc.message)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        outcome = _failed(f"The build context could not be unpacked: {type(exc).__name__}")
     except SoftTimeLimitExceeded:
         outcome = _failed(f"Container image build timed out '{build.target_image}'")
     except Exception as exc:  # noqa: BLE001 - a claimed build must end with a reason; the traceback goes to the log

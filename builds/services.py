@@ -175,6 +175,20 @@ def build_context_settled(*, gzip_digest: str, failure_reason: str = "") -> int:
     )  # fmt: skip
 
 
+# Who can tell why a build context did not arrive (by its gzip digest): requests_app registers the layer
+# downloads' answer at start (builds never imports requests_app). None: not failed (yet).
+ContextFailure = Callable[[str], str | None]
+context_failure_sources: list[ContextFailure] = []
+
+
+def _context_failure(gzip_digest: str) -> str | None:
+    for source in context_failure_sources:
+        reason = source(gzip_digest)
+        if reason:
+            return reason
+    return None
+
+
 def build_claim(*, build_pk: int) -> str | None:
     """Claim a pending build for this process; the claim id, or None when it is not pending (nothing to do)."""
     claim = new_claim_id()
@@ -286,6 +300,14 @@ def build_reap(*, now: dt.datetime | None = None) -> Reaped:
             failed += 1
             logger.warning("build %s failed: no heartbeat from its worker %s since %s", build_name, claim, stale)
     pending = Build.objects.filter(state=State.PENDING)
+    # A build whose context download failed unseen (the settle's callback lost with its process) ends here.
+    waiting_for_context = pending.exclude(context_digest="").filter(queued_at__lt=stale)
+    for pk, digest in waiting_for_context.values_list("pk", "context_digest"):
+        reason = None if blob_exists(blob_key(digest)) else _context_failure(digest)
+        if reason and pending.filter(pk=pk).update(
+            state=State.FAILED, failure_reason=f"Build context download failed: {reason}", finished_at=now
+        ):
+            failed += 1
     waiting = pending.filter(Q(sent_at__lt=stale) | Q(sent_at__isnull=True, queued_at__lt=stale))
     for pk, queued_at, sent_at, resends in waiting.values_list("pk", "queued_at", "sent_at", "resends"):
         wait = stale_after() * 2 ** min(resends, RESEND_MAX_DOUBLINGS)

@@ -1,6 +1,6 @@
 """Build API (record, status, log) and the build page: thin views over builds.selectors and builds.logs.
 
-The log is text/plain and carries an ETag (its chunk count): the page polls it every two seconds, and a poll
+The log is text/plain and carries an ETag (its size): the page polls it every two seconds, and a poll
 that finds nothing new is answered 304 without reading the blob store.
 """
 
@@ -95,8 +95,8 @@ class AnyAcceptNegotiation(BaseContentNegotiation):
 
 
 def log_etag(build: Build) -> str:
-    """Chunks are never rewritten once counted: the count names the log's content."""
-    return f'"{build.build_id}-{build.log_chunks}"'
+    """A log only grows: its size names its content."""
+    return f'"{build.build_id}-{build.log_size}"'
 
 
 class BuildLogView(APIView):

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from credentials.throttle import client_network
 from wave_site.errors import InvalidRequest
 from wave_site.redact import redact_url
 
@@ -35,7 +36,7 @@ class Caller:
     def rate_limit_key(self) -> str:
         if self.user_id is not None:
             return tower_user_key(self.tower_endpoint, self.user_id)
-        return f"ip:{self.ip or 'unknown'}"
+        return f"ip:{client_network(self.ip) if self.ip else 'unknown'}"  # an IPv6 client by its /64
 
 
 def tower_endpoint_of(value: str | None) -> str:

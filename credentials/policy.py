@@ -65,3 +65,16 @@ def url_destination_check(url: str) -> None:
 def connect_check(host: str, port: int, address: str) -> None:
     """The SSRF rules again at connect time, on the address actually contacted (defeats DNS rebinding)."""
     address_check(allow=settings.WAVE_SSRF_ALLOW, trusted=own_registries())(host, port, address)
+
+
+def is_service_repository(repository: str) -> bool:
+    """Whether a repository is (under) the service's build or cache repository: pushed with its own login."""
+    repository = repository.lower().rstrip("/")
+    for own in (settings.WAVE_BUILD_REPO, settings.WAVE_CACHE_REPO):
+        if own and (repository == own.lower() or repository.startswith(own.lower().rstrip("/") + "/")):
+            return True
+    return False
+
+
+def repository_host(repository: str) -> str:
+    return repository.split("/", 1)[0].lower()

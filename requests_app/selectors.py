@@ -22,3 +22,11 @@ def layer_download_verified(*, url: str, gzip_digest: str, gzip_size: int, tar_d
     identity = LayerDownload.identity_of(url=url, gzip_size=gzip_size, gzip_digest=gzip_digest, tar_digest=tar_digest)
     is_ready = LayerDownload.objects.filter(identity=identity, state=LayerDownload.State.READY).exists()
     return is_ready and blob_exists(blob_key(gzip_digest))
+
+
+def layer_download_failure(gzip_digest: str) -> str | None:
+    """Why the downloads of a layer (by gzip digest) failed, when every one of them did; None otherwise."""
+    downloads = list(LayerDownload.objects.filter(gzip_digest=gzip_digest).values_list("state", "failure_reason"))
+    if downloads and all(state == LayerDownload.State.FAILED for state, _ in downloads):
+        return downloads[0][1] or "failed"
+    return None

@@ -23,7 +23,7 @@ from builds.selectors import build_page_url
 from builds.services import BuildAnswer, BuildRequest, build_create_or_join
 from credentials.callers import Caller
 from credentials.clients import registry_client_with
-from credentials.policy import destination_check, url_destination_check
+from credentials.policy import destination_check, is_service_repository, repository_host, url_destination_check
 from credentials.sessions import TowerContext, tower_caller_identify, tower_sessions_purge
 from registry.reference import ImageReference, parse_image
 from registry.ssrf import DestinationRefusedError
@@ -37,6 +37,7 @@ from requests_app.specs import BuildSpec, ContainerRequestSpec, RequestedLayer
 from requests_app.upstream import upstream_check
 from wave_site.blobstore import blob_key, blob_store_put
 from wave_site.errors import FeatureUnavailable, InvalidRequest, TemporarilyUnavailable, UnknownResource
+from wave_site.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,7 @@ def _build_request_create(
                 destination_check(value.split("/", 1)[0])
             except DestinationRefusedError as exc:
                 raise InvalidRequest(f"{label} refused: {exc.message}") from None
+            _check_repository_owner(value, label=label, tower=tower)
 
     try:
         containerfile_check(build.container_file, platform=spec.platform)
@@ -253,6 +255,21 @@ def _build_request_create(
     )  # fmt: skip
     row = _store_request(spec, ref, caller=caller, tower=tower, layers=layers, stored=stored, build_id=answer.build_id)
     return Accepted(request=row, source=ref, build=answer)
+
+
+def _check_repository_owner(repository: str, *, label: str, tower: TowerContext | None) -> None:
+    """The service pushes with its own login only into its own repositories; into another, only a Tower caller,
+    with their own credentials (builds.runs), and never on the host of the service's repositories."""
+    if is_service_repository(repository):
+        return
+    own_hosts = {repository_host(own) for own in (settings.WAVE_BUILD_REPO, settings.WAVE_CACHE_REPO) if own}
+    if tower is None or repository_host(repository) in own_hosts:
+        shown = redact_url(repository)
+        raise InvalidRequest(
+            f"{label} '{shown}' is not allowed - leave it out to use the service's ({settings.WAVE_BUILD_REPO}), "
+            "or send a towerAccessToken to push to a repository of your own, on another registry, with your "
+            "credentials"
+        )
 
 
 def _verified_before(layer: LayerSpec) -> bool:

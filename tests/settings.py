@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/wave")
-# pytest-xdist: each process its own Redis database (tests clear the cache, workers consume the broker); the test
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# pytest-xdist: each process its own Redis database (tests clear the cache, workers consume the broker): the one
+# named, minus the worker's index (the controller's environment, inherited, names the same for all). The test
 # database gets the worker's suffix from pytest-django (test_wave_gw0, ...).
-os.environ.setdefault(
-    "REDIS_URL", f"redis://127.0.0.1:6379/{15 - int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:])}"
+os.environ["REDIS_URL"] = re.sub(
+    r"/(\d+)$",
+    lambda db: f"/{int(db.group(1)) - int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:])}",
+    os.environ["REDIS_URL"],
 )
 os.environ.setdefault("WAVE_DATA_DIR", tempfile.mkdtemp(prefix="wave-test-data-"))
 # Nothing listens here: tests that need a build registry point the setting at a registry fixture.

@@ -75,11 +75,15 @@ def blob_store_put(digest: str, content: bytes) -> str:
 
 
 def blob_store_write(key: str, content: bytes) -> None:
-    """Store `content` under `key` (not a digest: build log chunks, say), replacing what was there."""
+    """Store `content` under `key` (not a digest: build log chunks, say), replacing what was there at once:
+    a reader sees the old bytes or the new, never nothing (a rename on the filesystem; S3 overwrites)."""
     with store_errors():
-        if default_storage.exists(key):
-            default_storage.delete(key)
-        _store(key, ContentFile(content))
+        final = _local_path(key)
+        if final is None:
+            _store(key, ContentFile(content))
+            return
+        partial = default_storage.save(f"{key}.partial-{secrets.token_hex(4)}", ContentFile(content))
+        os.replace(default_storage.path(partial), final)
 
 
 def blob_delete(key: str) -> None:

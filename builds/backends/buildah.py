@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 
@@ -46,6 +47,10 @@ BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64", "arm": "arm"}
 NO_NETWORK = "none"
 NETWORKS = ("", "host", NO_NETWORK)  # all that chroot isolation allows ("none" is a namespace of our own)
+# RUN steps run as root in a chroot: without these they could leave it (a second chroot), reach other processes'
+# files (/proc/<pid>/root), or read any file whatever its mode.
+DROPPED_CAPABILITIES = ("CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_SYS_MODULE",
+                        "CAP_SYS_RAWIO", "CAP_SYS_BOOT", "CAP_MKNOD", "CAP_NET_ADMIN")  # fmt: skip
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
@@ -151,11 +156,19 @@ def registries_conf(insecure: list[str]) -> str:
 
 
 def auth_secrets(auth: dict[str, dict[str, dict[str, str]]]) -> list[str]:
-    """What must never reach the log: each `auth` value, `user:password` and the password in it."""
+    """What must never reach the log: each `auth` value, `user:password` and the password in it, and the login
+    of the worker's proxy (buildah hands the proxy variables on to RUN steps, which may print them)."""
     secrets = []
     for entry in auth["auths"].values():
         pair = base64.b64decode(entry["auth"]).decode()
         secrets += [entry["auth"], pair, pair.partition(":")[2]]
+    for name in PROXY_VARIABLES:  # the ones the builder passes on (Session.environment)
+        try:
+            parts = urlsplit(os.environ.get(name, ""))
+        except ValueError:
+            continue
+        if parts.password:
+            secrets += [parts.password, unquote(parts.password), f"{parts.username}:{parts.password}"]
     return secrets
 
 
@@ -268,7 +281,8 @@ class Session:
     last_poll: float = field(default=float("-inf"))
 
     def command(self, args: tuple[str, ...], *, offline: bool) -> list[str]:
-        confinement = ["setpriv", "--pdeathsig", "KILL", "--", "unshare", "--pid", "--mount", "--fork", "--kill-child"]
+        confinement = ["setpriv", "--pdeathsig", "KILL", "--", "unshare", "--pid", "--mount", "--fork", "--kill-child",
+                       "--mount-proc"]  # fmt: skip
         return [
             *confinement, *(["--net"] if offline else []),
             "buildah", "--root", str(self.work.storage), "--runroot", str(self.work.run), "--storage-driver", "vfs",
@@ -389,6 +403,7 @@ class BuildahBuilder:
     def run(session: Session, plan: Plan) -> BuildOutcome:
         job, work = session.job, session.work
         options = ["--isolation", "chroot", "--platform", str(job.platform), "--format", "docker"]
+        options += ["--cap-drop", ",".join(DROPPED_CAPABILITIES)]
         options += ["--authfile", str(work.auth), "-f", str(work.containerfile)]
         offline = job.network == NO_NETWORK
         if offline:

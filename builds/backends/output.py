@@ -40,6 +40,10 @@ def error_summary(error: str, *, secrets: Iterable[str] = ()) -> str:
     return f"{text[:head]} … {text[-(REASON_MAX_LENGTH - head - 3) :]}"
 
 
+LINE_KEEP = 4096  # characters of the current line kept for the error summary
+UNSENT_MAX = 64 * 1024  # characters of a line without end held before they are sent anyway
+
+
 class Output:
     """Reads a non-blocking pipe; sends what it reads to `log`."""
 
@@ -75,9 +79,15 @@ class Output:
         return True
 
     def feed(self, text: str) -> None:
-        *lines, self.line = (self.line + text).split("\n")
-        for line in lines:
-            self.note(line)
+        # Only a line's start matters for the error summary: memory stays bounded whatever a step prints.
+        *lines, partial = text.split("\n")
+        if lines:
+            self.note((self.line + lines[0])[:LINE_KEEP])
+            for line in lines[1:]:
+                self.note(line[:LINE_KEEP])
+            self.line = partial[:LINE_KEEP]
+        elif len(self.line) < LINE_KEEP:
+            self.line = (self.line + partial)[:LINE_KEEP]
         complete, newline, rest = (self.unsent + text).rpartition("\n")
         if newline:
             self.send(complete + newline)
@@ -85,6 +95,9 @@ class Output:
         if rest and not self.unsent:
             self.unsent_since = time.monotonic()
         self.unsent = rest
+        if len(self.unsent) >= UNSENT_MAX:  # a line without end goes out in pieces, not held
+            self.send(self.unsent)
+            self.unsent = ""
 
     def note(self, line: str) -> None:
         line = line.strip()

@@ -18,6 +18,7 @@ from django.conf import settings
 from credentials.callers import tower_user_key
 from credentials.clients import registry_client_with
 from credentials.sessions import TowerContext
+from credentials.throttle import client_network
 from registry.augment import ContainerConfig, InjectedLayerRef
 from registry.client import RegistryClient
 from registry.reference import parse_image
@@ -61,7 +62,7 @@ class ProxyTarget:
         """Pulls count against the Tower user who asked for the container, else the pulling address."""
         if self.tower is not None and self.tower.user_id is not None:
             return tower_user_key(self.tower.endpoint, self.tower.user_id)
-        return f"ip:{ip or 'unknown'}"
+        return f"ip:{client_network(ip) if ip else 'unknown'}"
 
 
 def _target_from(request: ContainerRequest) -> ProxyTarget:

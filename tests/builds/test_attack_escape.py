@@ -51,6 +51,14 @@ int main(int argc, char **argv) {
 """
 
 
+# Findings of the attack pass still open (README, closing note): strict, so that a fix must remove the mark.
+OPEN_NETWORK = (
+    "open finding: RUN steps share the worker's network (buildah's chroot isolation knows no other mode); "
+    "WAVE_BUILD_NETWORK=none cuts them off, a filtered network namespace is still to build"
+)
+OPEN_ADD_ENV = "open finding: ADD sources are checked with the Containerfile's own ARG/ENV, not the base image's ENV"
+
+
 @pytest.fixture
 def data_dir(settings: Settings, tmp_path: Path) -> Path:
     settings.DATA_DIR = tmp_path / "data"
@@ -110,6 +118,10 @@ def test_attack_a_run_step_leaves_the_chroot_and_reads_the_workers_files(
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN_NETWORK,
+)
 def test_attack_a_run_step_reaches_the_workers_loopback_services(anonymous_image: PushedImage, data_dir: Path) -> None:
     """HIGH. With the default `WAVE_BUILD_NETWORK` ("": buildah's default, which with chroot isolation is the
     worker's own network namespace) a RUN step connects to anything the worker can: Redis (the Celery broker:
@@ -248,6 +260,10 @@ def test_attack_the_workers_proxy_credentials_reach_run_steps_and_the_public_log
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN_ADD_ENV,
+)
 def test_attack_add_reaches_a_refused_address_named_by_the_base_images_env(
     anonymous_image: PushedImage, data_dir: Path, settings: Settings
 ) -> None:

@@ -26,6 +26,13 @@ from wave_site.cache import shared_cache
 ENDPOINT = "https://tower.example.org/api"
 
 
+# Findings of the attack pass still open (README, closing note): strict, so that a fix must remove the mark.
+OPEN_TENANCY = (
+    "open finding (Wave behaves the same): joining a build or a cached answer does not check that the caller "
+    "may pull its FROM images"
+)
+
+
 def tower_of(name: str, user_id: int) -> tuple[Caller, TowerContext]:
     auth = TowerAuth.objects.create(key=name[0] * 64, endpoint=ENDPOINT, user_id=user_id, user_name=name)
     caller = Caller(ip="192.0.2.7", user_id=user_id, user_name=name, tower_endpoint=ENDPOINT)
@@ -34,6 +41,10 @@ def tower_of(name: str, user_id: int) -> tuple[Caller, TowerContext]:
 
 
 @pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN_TENANCY,
+)
 def test_attack_a_caller_without_access_to_the_private_from_image_gets_the_build_of_one_with_access(
     basic_image: PushedImage,
 ) -> None:
@@ -61,6 +72,10 @@ def test_attack_a_caller_without_access_to_the_private_from_image_gets_the_build
 
 
 @pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN_TENANCY,
+)
 def test_attack_a_cached_answer_serves_the_image_built_with_another_callers_credentials(
     basic_image: PushedImage,
 ) -> None:
