@@ -231,6 +231,14 @@ def build_cancel(*, build: Build, by: str) -> bool:
     return cancelled == 1
 
 
+def tower_context_of(build: Build) -> TowerContext | None:
+    """The caller's Tower session a build remembers (its FROM images are pulled with their credentials)."""
+    return TowerContext.of(
+        auth_id=build.tower_auth_id, endpoint=build.tower_endpoint, workspace_id=build.tower_workspace_id,
+        user_id=build.user_id, user_name=build.user_name,
+    )  # fmt: skip
+
+
 class BuildActive(Exception):
     """A build of that target is still pending or running: no rebuild."""
 
@@ -244,15 +252,9 @@ def build_rebuild(*, build: Build) -> Build:
     )  # fmt: skip
     caller = Caller(ip=build.client_ip, user_id=build.user_id, user_name=build.user_name, email=build.user_email,
                     tower_endpoint=build.tower_endpoint)  # fmt: skip
-    tower = None
-    if build.tower_auth_id is not None:
-        tower = TowerContext(
-            auth_id=build.tower_auth_id, endpoint=build.tower_endpoint, workspace_id=build.tower_workspace_id,
-            user_id=build.user_id, user_name=build.user_name,
-        )  # fmt: skip
     try:
         with transaction.atomic():
-            rebuilt = _create(request, caller=caller, tower=tower)
+            rebuilt = _create(request, caller=caller, tower=tower_context_of(build))
     except IntegrityError:
         raise BuildActive(f"A build of {build.target_image} is already pending or running") from None
     shared_cache().delete(exists_key(rebuilt.target_image))
