@@ -27,11 +27,10 @@ from builds.backends.base import BuildJob, BuildOutcome
 from builds.backends.buildah import work_dirs_sweep
 from builds.logs import build_log_append
 from builds.models import Build
-from builds.services import build_claim, build_finish, build_give_back, build_heartbeat
+from builds.services import build_claim, build_finish, build_give_back, build_heartbeat, tower_context_of
 from credentials.lookups import tower_registry_credentials
 from credentials.policy import is_service_repository, repository_host
 from credentials.provider import credentials_lookup, service_credentials
-from credentials.sessions import TowerContext
 from registry.client import Credentials, CredentialsLookup
 from registry.platform import parse_platform
 from wave_site.blobstore import blob_exists, blob_key, blob_open
@@ -91,15 +90,6 @@ class LogSink:
             except Exception as exc:  # noqa: BLE001 - a log that cannot be written must not fail the build
                 logger.warning("build %s: log not written (%s)", self.build.build_id, type(exc).__name__)
         self.flushed_at = time.monotonic()
-
-
-def tower_context_of(build: Build) -> TowerContext | None:
-    if build.tower_auth_id is None:
-        return None
-    return TowerContext(
-        auth_id=build.tower_auth_id, endpoint=build.tower_endpoint, workspace_id=build.tower_workspace_id,
-        user_id=build.user_id, user_name=build.user_name,
-    )  # fmt: skip
 
 
 def build_credentials(build: Build) -> CredentialsLookup:

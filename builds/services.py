@@ -32,12 +32,11 @@ from registry.client import ManifestUnknownError, RegistryError
 from registry.reference import parse_image
 from wave_site.blobstore import blob_exists, blob_key
 from wave_site.cache import shared_cache
-from wave_site.jobs import jobs_after_stop, new_claim_id
+from wave_site.jobs import jobs_after_stop, jobs_due_again, new_claim_id
 
 logger = logging.getLogger(__name__)
 
 State = Build.State
-RESEND_MAX_DOUBLINGS = 4
 EXISTS_CACHE_TTL = 60
 
 
@@ -245,6 +244,14 @@ def build_cancel(*, build: Build, by: str) -> bool:
     return cancelled == 1
 
 
+def tower_context_of(build: Build) -> TowerContext | None:
+    """The caller's Tower session a build remembers (its FROM images are pulled with their credentials)."""
+    return TowerContext.of(
+        auth_id=build.tower_auth_id, endpoint=build.tower_endpoint, workspace_id=build.tower_workspace_id,
+        user_id=build.user_id, user_name=build.user_name,
+    )  # fmt: skip
+
+
 class BuildActive(Exception):
     """A build of that target is still pending or running: no rebuild."""
 
@@ -258,15 +265,9 @@ def build_rebuild(*, build: Build) -> Build:
     )  # fmt: skip
     caller = Caller(ip=build.client_ip, user_id=build.user_id, user_name=build.user_name, email=build.user_email,
                     tower_endpoint=build.tower_endpoint)  # fmt: skip
-    tower = None
-    if build.tower_auth_id is not None:
-        tower = TowerContext(
-            auth_id=build.tower_auth_id, endpoint=build.tower_endpoint, workspace_id=build.tower_workspace_id,
-            user_id=build.user_id, user_name=build.user_name,
-        )  # fmt: skip
     try:
         with transaction.atomic():
-            rebuilt = _create(request, caller=caller, tower=tower)
+            rebuilt = _create(request, caller=caller, tower=tower_context_of(build))
     except IntegrityError:
         raise BuildActive(f"A build of {build.target_image} is already pending or running") from None
     shared_cache().delete(exists_key(rebuilt.target_image))
@@ -291,7 +292,7 @@ def build_reap(*, now: dt.datetime | None = None) -> Reaped:
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=stale_after())
     overdue = now - dt.timedelta(seconds=settings.WAVE_BUILD_TIMEOUT + settings.WAVE_BUILD_GRACE)
-    failed = resent = 0
+    failed = 0
     lost = Build.objects.filter(state=State.RUNNING).filter(Q(heartbeat_at__lt=stale) | Q(started_at__lt=overdue))
     for pk, claim, build_name in lost.values_list("pk", "claimed_by", "build_id"):
         if lost.filter(pk=pk, claimed_by=claim).update(
@@ -308,13 +309,7 @@ def build_reap(*, now: dt.datetime | None = None) -> Reaped:
             state=State.FAILED, failure_reason=f"Build context download failed: {reason}", finished_at=now
         ):
             failed += 1
-    waiting = pending.filter(Q(sent_at__lt=stale) | Q(sent_at__isnull=True, queued_at__lt=stale))
-    for pk, queued_at, sent_at, resends in waiting.values_list("pk", "queued_at", "sent_at", "resends"):
-        wait = stale_after() * 2 ** min(resends, RESEND_MAX_DOUBLINGS)
-        if (sent_at or queued_at) > now - dt.timedelta(seconds=wait):
-            continue
-        if pending.filter(pk=pk, sent_at=sent_at, resends=resends).update(sent_at=now, resends=F("resends") + 1):
-            resent += 1
-            logger.info("build %d sent again (pending since %s)", pk, queued_at)
-            transaction.on_commit(functools.partial(build_enqueue, build_pk=pk))
-    return Reaped(failed=failed, resent=resent)
+    resent = jobs_due_again(pending, now=now, stale_after=stale_after(), what="build")
+    for pk in resent:
+        transaction.on_commit(functools.partial(build_enqueue, build_pk=pk))
+    return Reaped(failed=failed, resent=len(resent))

@@ -55,6 +55,16 @@ class TowerContext:
     user_id: int | None = None
     user_name: str = ""
 
+    @classmethod
+    def of(
+        cls, *, auth_id: int | None, endpoint: str, workspace_id: int | None, user_id: int | None, user_name: str
+    ) -> TowerContext | None:
+        """The context a stored row (a container request, a build) remembers; None when it came without a Tower
+        session."""
+        if auth_id is None:
+            return None
+        return cls(auth_id=auth_id, endpoint=endpoint, workspace_id=workspace_id, user_id=user_id, user_name=user_name)
+
 
 @functools.cache
 def tower_client() -> TowerClient:

@@ -16,15 +16,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
-import httpcore
 import httpx
 
+from registry.deadlines import bound_by_deadline
 from registry.ssrf import DestinationRefusedError
 
 CREDENTIALS_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -109,7 +109,7 @@ class TowerClient:
         self.retries = retries
         self.backoff = backoff
         self.deadline = deadline if deadline is not None else _read_timeout(http)
-        _bound_by_deadlines(http)
+        bound_by_deadline(getattr(http, "_transport", None), _deadline.get)
 
     # --- API ----------------------------------------------------------------------------------
     def user_info(self, endpoint: str, tokens: TowerTokens, *, on_refresh: RefreshHook | None = None) -> TowerUser:
@@ -243,80 +243,10 @@ class TowerClient:
         return TowerUnavailable(f"Tower at '{endpoint}' did not answer within {self.deadline:g} s{cause}")
 
 
-# --- deadlines on the wire ------------------------------------------------------------------------
-# httpx's timeouts bound each socket operation, not an exchange: a Tower sending a byte of its headers or body
-# every few seconds never trips them. While a Tower exchange runs, `_deadline` holds its end (a context
-# variable: one per thread or task), and every connect, read and write of the Tower client's connections is
-# given at most the time left, failing at once past it. Other exchanges on the same pool are unaffected.
-
+# While a Tower exchange runs, `_deadline` holds its end (a context variable: one per thread or task); the
+# connections of the client's default transport (registry.deadlines) end by it. Other exchanges on the same pool
+# are unaffected; a transport of another kind is left as it is: the body loop still checks between chunks.
 _deadline: ContextVar[float | None] = ContextVar("tower_deadline", default=None)
-
-
-def _time_left(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
-    deadline = _deadline.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise expired("the Tower exchange's deadline has passed")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self.stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self.stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self.stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self.stream.close()
-
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-        tls = self.stream.start_tls(ssl_context, server_hostname, _time_left(timeout, httpcore.ConnectTimeout))
-        return _DeadlineStream(tls)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.stream.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, backend: httpcore.NetworkBackend) -> None:
-        self.backend = backend
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        stream = self.backend.connect_tcp(host, port, left, local_address, socket_options)
-        return _DeadlineStream(stream)
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self.backend.connect_unix_socket(path, left, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self.backend.sleep(seconds)
-
-
-def _bound_by_deadlines(http: httpx.Client) -> None:
-    """Have the connections of `http`'s default transport honour `_deadline` (wrapping its pool's network
-    backend, the SSRF guard included, as registry.ssrf installs that guard); other transports are left as they
-    are: the body loop still checks the deadline between chunks."""
-    pool = getattr(getattr(http, "_transport", None), "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if isinstance(backend, httpcore.NetworkBackend) and not isinstance(backend, _DeadlineBackend):
-        pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
 
 
 def _read_timeout(http: httpx.Client) -> float:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -53,7 +53,14 @@ from requests_app.layers import LayerSpec
 from requests_app.models import InjectedLayer, LayerDownload
 from wave_site.blobstore import blob_exists, blob_key, blob_scratch_file, blob_store_put_file
 from wave_site.errors import InvalidRequest, RateLimited, unexpected_error_message
-from wave_site.jobs import heartbeat, is_worker_stopping, jobs_after_stop, new_claim_id, release_connection
+from wave_site.jobs import (
+    heartbeat,
+    is_worker_stopping,
+    jobs_after_stop,
+    jobs_due_again,
+    new_claim_id,
+    release_connection,
+)
 from wave_site.redact import redact_url
 
 logger = logging.getLogger(__name__)
@@ -61,8 +68,6 @@ State = LayerDownload.State
 ACTIVE = (State.QUEUED, State.RUNNING)
 # Seconds a client over its cap is told to wait: about the time a small download takes to finish.
 CAP_RETRY_AFTER = 30
-# A queued download nobody took is sent again after 1, 2, 4, 8, then every 16 stale periods.
-RESEND_MAX_DOUBLINGS = 4
 
 
 def layer_download_cap_check(*, layers: list[LayerSpec], client: str) -> None:
@@ -266,18 +271,15 @@ class Reaped:
 
 
 def layer_download_reap(*, now: dt.datetime | None = None) -> Reaped:
-    """Re-queue or fail downloads whose worker went silent, and send again those nobody took.
-
-    A queued download is sent again once it waited a stale period since it was last sent, then twice
-    that, and so on up to 2^RESEND_MAX_DOUBLINGS stale periods: a download lost by the broker is sent
-    again soon, one waiting behind a backlog gets a few duplicate messages, not one per reap.
+    """Re-queue or fail downloads whose worker went silent, and send again those nobody took (with a doubling
+    wait: wave_site.jobs.jobs_due_again).
 
     Each change is a compare-and-set on what was read, so concurrent reapers (or a worker beating at
     the last moment) never act twice on one row.
     """
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=settings.WAVE_LAYER_DOWNLOAD_STALE_AFTER)
-    requeued = failed = resent = 0
+    requeued = failed = 0
     silent = LayerDownload.objects.filter(state=State.RUNNING, heartbeat_at__lt=stale)
     for pk, claim, attempts in silent.values_list("pk", "claimed_by", "attempts"):
         row = silent.filter(pk=pk, claimed_by=claim)
@@ -293,16 +295,12 @@ def layer_download_reap(*, now: dt.datetime | None = None) -> Reaped:
             logger.warning("layer download %d re-queued: no heartbeat from %s since %s", pk, claim, stale)
             transaction.on_commit(functools.partial(layer_download_enqueue, download_pk=pk))
     queued = LayerDownload.objects.filter(state=State.QUEUED)
-    waiting = queued.filter(Q(sent_at__lt=stale) | Q(sent_at__isnull=True, queued_at__lt=stale))
-    for pk, queued_at, sent_at, resends in waiting.values_list("pk", "queued_at", "sent_at", "resends"):
-        wait = settings.WAVE_LAYER_DOWNLOAD_STALE_AFTER * 2 ** min(resends, RESEND_MAX_DOUBLINGS)
-        if (sent_at or queued_at) > now - dt.timedelta(seconds=wait):
-            continue
-        if queued.filter(pk=pk, sent_at=sent_at, resends=resends).update(sent_at=now, resends=F("resends") + 1):
-            resent += 1
-            logger.info("layer download %d sent again (queued since %s, %d sends before)", pk, queued_at, resends + 1)
-            transaction.on_commit(functools.partial(layer_download_enqueue, download_pk=pk))
-    return Reaped(requeued=requeued, failed=failed, resent=resent)
+    resent = jobs_due_again(
+        queued, now=now, stale_after=settings.WAVE_LAYER_DOWNLOAD_STALE_AFTER, what="layer download"
+    )
+    for pk in resent:
+        transaction.on_commit(functools.partial(layer_download_enqueue, download_pk=pk))
+    return Reaped(requeued=requeued, failed=failed, resent=len(resent))
 
 
 def layer_download_run(*, download_pk: int) -> str:

@@ -10,19 +10,17 @@ URL's user info or signatures (wave_site.redact).
 from __future__ import annotations
 
 import hashlib
-import ssl
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urljoin
 
-import httpcore
 import httpx
 from django.conf import settings
 
 from credentials.policy import connect_check, url_destination_check
+from registry.deadlines import bound_by_deadline
 from registry.ssrf import DestinationRefusedError, guarded_transport
 from requests_app.layers import TarDigest
 from wave_site.redact import redact_url
@@ -55,64 +53,9 @@ class FetchLimits:
         )
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose every read and write gives up at the deadline (httpx's timeouts are per read)."""
-
-    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
-        self.stream = stream
-        self.deadline = deadline
-
-    def _timeout(self, timeout: float | None) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise httpcore.ReadTimeout("the download deadline passed")
-        return remaining if timeout is None else min(timeout, remaining)
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self.stream.read(max_bytes, self._timeout(timeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self.stream.write(buffer, self._timeout(timeout))
-
-    def close(self) -> None:
-        self.stream.close()
-
-    def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        upgraded = self.stream.start_tls(ssl_context, server_hostname, self._timeout(timeout))
-        return _DeadlineStream(upgraded, self.deadline)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.stream.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, backend: httpcore.NetworkBackend, deadline: float) -> None:
-        self.backend = backend
-        self.deadline = deadline
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        remaining = max(self.deadline - time.monotonic(), 0.001)
-        stream = self.backend.connect_tcp(
-            host, port, min(timeout or remaining, remaining), local_address=local_address, socket_options=socket_options
-        )
-        return _DeadlineStream(stream, self.deadline)
-
-    def sleep(self, seconds: float) -> None:
-        self.backend.sleep(seconds)
-
-
 def _client(limits: FetchLimits, deadline: float) -> httpx.Client:
     transport = guarded_transport(connect_check)  # the SSRF rules again on the address connected to
-    transport._pool._network_backend = _DeadlineBackend(transport._pool._network_backend, deadline)
+    bound_by_deadline(transport, lambda: deadline)
     pause = min(limits.rate_window, limits.timeout)
     timeout = httpx.Timeout(connect=min(10.0, pause), read=pause, write=pause, pool=pause)
     return httpx.Client(timeout=timeout, follow_redirects=False, transport=transport)

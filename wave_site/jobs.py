@@ -1,7 +1,8 @@
 """Helpers for durable jobs (ARCHITECTURE.md "Durable jobs"): claim ids, and heartbeats while a claim is held.
 
 A job is a row claimed by its task with a compare-and-set that writes a claim id; while the task
-works, a heartbeat thread proves the claim alive; a reaper re-queues rows whose heartbeat went stale.
+works, a heartbeat thread proves the claim alive; a reaper re-queues rows whose heartbeat went stale, and
+sends again those that no worker took (`jobs_due_again`).
 Layer downloads use these (requests_app.downloads); builds reuse them. A task that finds a store down
 logs one line (`outage_logged`) and leaves its row to the reaper. Everything here is safe in a thread
 pool: database connections are per thread, and none is held while a job waits on the network. A worker
@@ -10,6 +11,7 @@ stopping (`jobs_stop`) makes every job of its process give its row back to the q
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import secrets
@@ -18,13 +20,17 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
+from django.db.models import F, Q, QuerySet
 
 from wave_site.errors import outage_of
 
 logger = logging.getLogger(__name__)
+# A job nobody took is sent again after 1, 2, 4, 8, then every 16 stale periods.
+RESEND_MAX_DOUBLINGS = 4
 _stopping = threading.Event()
 # The wake-up events of this process's heartbeats. No lock: `jobs_stop` runs in a signal handler, which
 # must not wait for one; adding, discarding and copying a set are each atomic under the GIL.
@@ -84,6 +90,28 @@ def jobs_stopped() -> None:
 def new_claim_id() -> str:
     """`host:pid:nonce`: unique per attempt, and tells an operator which process holds it."""
     return f"{socket.gethostname()[:100]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def jobs_due_again(waiting: QuerySet[Any, Any], *, now: dt.datetime, stale_after: float, what: str) -> list[int]:
+    """The rows of `waiting` (jobs no worker took yet, with `queued_at`, `sent_at` and `resends`) to send again,
+    marked sent now; the caller sends them once its transaction commits.
+
+    A row is due once it waited a stale period since it was last sent, then twice that, and so on up to
+    2^RESEND_MAX_DOUBLINGS stale periods: a job lost by the broker is sent again soon, one waiting behind a
+    backlog gets a few duplicate messages, not one per reap. A compare-and-set on what was read: concurrent
+    reapers never take one row twice.
+    """
+    stale = now - dt.timedelta(seconds=stale_after)
+    candidates = waiting.filter(Q(sent_at__lt=stale) | Q(sent_at__isnull=True, queued_at__lt=stale))
+    due = []
+    for pk, queued_at, sent_at, resends in candidates.values_list("pk", "queued_at", "sent_at", "resends"):
+        wait = stale_after * 2 ** min(resends, RESEND_MAX_DOUBLINGS)
+        if (sent_at or queued_at) > now - dt.timedelta(seconds=wait):
+            continue
+        if waiting.filter(pk=pk, sent_at=sent_at, resends=resends).update(sent_at=now, resends=F("resends") + 1):
+            due.append(pk)
+            logger.info("%s %d sent again (waiting since %s, %d sends before)", what, pk, queued_at, resends + 1)
+    return due
 
 
 def release_connection() -> None:

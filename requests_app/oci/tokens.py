@@ -86,20 +86,14 @@ def _target_from(request: ContainerRequest) -> ProxyTarget:
         expires_at=request.expires_at.timestamp(),
         config=config,
         layer_digests=frozenset(la.gzip_digest for la in layers),
-        tower=tower_context_of(request),
+        tower=TowerContext.of(
+            auth_id=request.tower_auth_id,
+            endpoint=request.tower_endpoint,
+            workspace_id=request.tower_workspace_id,
+            user_id=request.user_id,
+            user_name=request.user_name,
+        ),
         build_id=request.build_id,
-    )
-
-
-def tower_context_of(request: ContainerRequest) -> TowerContext | None:
-    if request.tower_auth_id is None:
-        return None
-    return TowerContext(
-        auth_id=request.tower_auth_id,
-        endpoint=request.tower_endpoint,
-        workspace_id=request.tower_workspace_id,
-        user_id=request.user_id,
-        user_name=request.user_name,
     )
 
 
