@@ -245,14 +245,15 @@ def _build_request_create(
     if spec.dry_run:
         return Accepted(request=None, source=ref)
     stored = _layers_prepare([*layers, *([context] if context is not None else [])], client=caller.rate_limit_key)
-    if context is not None and not context.is_inline and context.gzip_digest not in stored:
-        # Fetched and verified like an injected layer; the build waits for it (builds.runs).
-        with transaction.atomic():
-            layer_download_create_or_join_all(layers=[context], stored=stored, client=caller.rate_limit_key)
     answer = build_create_or_join(
         request=request, caller=caller, tower=tower,
         before_start=functools.partial(rate_limit_acquire, kind="build", key=caller.rate_limit_key),
     )  # fmt: skip
+    if not answer.cached and context is not None and not context.is_inline and context.gzip_digest not in stored:
+        # Fetched and verified like an injected layer, once the build that waits for it exists (builds.runs): the
+        # download's end, success or failure, then always finds it.
+        with transaction.atomic():
+            layer_download_create_or_join_all(layers=[context], stored=stored, client=caller.rate_limit_key)
     row = _store_request(spec, ref, caller=caller, tower=tower, layers=layers, stored=stored, build_id=answer.build_id)
     return Accepted(request=row, source=ref, build=answer)
 

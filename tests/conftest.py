@@ -44,9 +44,11 @@ def _clear_cache() -> None:
     from django.core.cache import cache
 
     from credentials.clients import registry_client
+    from credentials.provider import admin_credentials_forget
 
     cache.delete_pattern("*")  # cache keys only: the Celery broker shares this Redis database
     registry_client.cache_clear()
+    admin_credentials_forget()  # the admin's registry logins a previous test stored (and rolled back)
 
 
 @pytest.fixture(autouse=True)

@@ -175,7 +175,7 @@ def test_manifest_pulls_over_the_limit_get_toomanyrequests(
     proxy: AsgiServer, post: Post, anonymous_image: PushedImage, settings: Settings
 ) -> None:
     settings.WAVE_RATE_LIMIT_PULLS_PER_MINUTE = 2
-    if time.time() % 60 > 50:  # the budget is per clock minute: do not straddle two
+    if time.time() % 60 > 30:  # the budget is per clock minute: do not straddle two (a loaded machine is slow)
         time.sleep(61 - time.time() % 60)
     token = post({"containerImage": anonymous_image.reference}).json()["containerToken"]
     base = f"{proxy.url}/v2/wt/{token}/library/busybox"
