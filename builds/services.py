@@ -23,6 +23,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
+from builds.access import build_images_check, same_scope
 from builds.models import Build
 from builds.naming import build_id, container_id, target_image
 from credentials.callers import Caller
@@ -99,15 +100,18 @@ def build_create_or_join(
     *, request: BuildRequest, caller: Caller, tower: TowerContext | None, before_start: Callable[[], None]
 ) -> BuildAnswer:
     """The build of `request`'s target: none needed (cached), the active one, or a new one (`before_start` is
-    called first: it counts the build toward the caller's rate and may refuse it)."""
+    called first: it counts the build toward the caller's rate and may refuse it). A caller outside the
+    credential scope of the build answered must be able to read its images (builds.access: InvalidRequest)."""
     target = request.target
     if target_exists(target):
         last = Build.objects.filter(target_image=target).order_by("-number").first()
+        _images_check(request, last, tower)
         return BuildAnswer(target=target, build_id=last.build_id if last else "", build=last, cached=True,
                            started=False)  # fmt: skip
     for _attempt in range(5):
         active = Build.objects.filter(target_image=target, state__in=Build.ACTIVE).first()
         if active is not None:
+            _images_check(request, active, tower)
             return BuildAnswer(target=target, build_id=active.build_id, build=active, cached=False, started=False)
         before_start()
         try:
@@ -119,6 +123,12 @@ def build_create_or_join(
         logger.info("build %s of %s created", build.build_id, target)
         return BuildAnswer(target=target, build_id=build.build_id, build=build, cached=False, started=True)
     raise RuntimeError(f"could not create or join a build of {target}")
+
+
+def _images_check(request: BuildRequest, build: Build | None, tower: TowerContext | None) -> None:
+    """A caller gets a build made with another's credentials only if theirs read its images (builds.access)."""
+    if not same_scope(build, tower):
+        build_images_check(container_file=request.container_file, platform=request.platform, tower=tower)
 
 
 def _create(request: BuildRequest, *, caller: Caller, tower: TowerContext | None) -> Build:

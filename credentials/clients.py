@@ -7,19 +7,30 @@ with credentials (a caller's or the service's) are sealed in the cache like ever
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import httpx
 from cryptography.fernet import InvalidToken
 from django.conf import settings
 
+from credentials.lookups import CredentialsRefused, CredentialsUnavailable
 from credentials.policy import connect_check, destination_check
 from credentials.provider import credentials_lookup, service_credentials
 from credentials.secrets import seal, unseal
 from credentials.sessions import TowerContext
-from registry.client import DEFAULT_TIMEOUT, RegistryClient
-from registry.ssrf import guarded_transport
+from registry.client import (
+    DEFAULT_TIMEOUT,
+    ManifestUnknownError,
+    RegistryClient,
+    RegistryDeniedError,
+    RegistryError,
+    RegistryUnauthorizedError,
+)
+from registry.ssrf import DestinationRefusedError, guarded_transport
 from wave_site.cache import shared_cache
+from wave_site.errors import OUTAGE_RETRY_AFTER, InvalidRequest, TemporarilyUnavailable
 
 
 @functools.cache
@@ -54,3 +65,22 @@ def registry_client_with(tower: TowerContext | None) -> RegistryClient:
     if tower is None:
         return registry_client()
     return registry_client().for_credentials(credentials_lookup(tower))
+
+
+@contextlib.contextmanager
+def registry_errors_answered(shown_name: str) -> Iterator[None]:
+    """Failures reaching an image as the API client reads them: a refused host or an image that is missing or
+    not readable with the caller's credentials is a 400, an unreachable registry (or Tower) a 503 with
+    `Retry-After`, as the service's own outages answer."""
+    try:
+        yield
+    except DestinationRefusedError as exc:
+        raise InvalidRequest(exc.message) from None
+    except CredentialsUnavailable as exc:
+        raise TemporarilyUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
+    except CredentialsRefused as exc:
+        raise InvalidRequest(exc.message) from None
+    except (ManifestUnknownError, RegistryUnauthorizedError, RegistryDeniedError):
+        raise InvalidRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
+    except RegistryError as exc:
+        raise TemporarilyUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None

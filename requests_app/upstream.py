@@ -8,51 +8,23 @@ so they are fetched again only when the tag moved.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 
-from credentials.clients import registry_client
-from credentials.lookups import CredentialsRefused, CredentialsUnavailable
+from credentials.clients import registry_client, registry_errors_answered
 from registry.augment import INDEX_TYPES, MANIFEST_TYPES, AugmentError, media_type_of
-from registry.client import (
-    ManifestUnknownError,
-    RegistryClient,
-    RegistryDeniedError,
-    RegistryError,
-    RegistryUnauthorizedError,
-)
+from registry.client import RegistryClient
 from registry.platform import Platform
 from registry.reference import SHA256_DIGEST, ImageReference
-from registry.ssrf import DestinationRefusedError
 from requests_app.oci.manifests import upstream_check_key
 from wave_site.cache import shared_cache
-from wave_site.errors import OUTAGE_RETRY_AFTER, InvalidRequest, TemporarilyUnavailable
+from wave_site.errors import InvalidRequest
 from wave_site.redact import redact_url
 
 # Index entries that are not images of a platform: BuildKit's attestation manifests say `unknown/unknown`.
 NOT_A_PLATFORM = "unknown"
-
-
-@contextlib.contextmanager
-def _upstream_errors(shown_name: str) -> Iterator[None]:
-    """Upstream failures as the client reads them: a refused host or a missing image is a 400, an
-    unreachable registry a 503 with `Retry-After`, as the service's own outages answer."""
-    try:
-        yield
-    except DestinationRefusedError as exc:
-        raise InvalidRequest(exc.message) from None
-    except CredentialsUnavailable as exc:
-        raise TemporarilyUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
-    except CredentialsRefused as exc:
-        raise InvalidRequest(exc.message) from None
-    except (ManifestUnknownError, RegistryUnauthorizedError, RegistryDeniedError):
-        raise InvalidRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
-    except RegistryError as exc:
-        raise TemporarilyUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
 
 
 def platforms_key(ref: ImageReference, *, identity: str) -> str:
@@ -116,7 +88,7 @@ def _offered_platforms(client: RegistryClient, ref: ImageReference, digest: str,
     """(is an index, its platforms) of the manifest `digest`: the cached answer when it is about that digest."""
     if isinstance(cached, tuple) and len(cached) == 3 and cached[0] == digest:
         return cached[1], cached[2]
-    with _upstream_errors(shown_name):
+    with registry_errors_answered(shown_name):
         is_index, platforms = _fetch_platforms(client, ref, digest)
     shared_cache().set(key, (digest, is_index, platforms), settings.WAVE_TOKEN_TTL)
     return is_index, platforms
@@ -137,14 +109,14 @@ def upstream_check(
     """
     shown_name = redact_url(shown_name)
     client = client or registry_client()
-    with _upstream_errors(shown_name):
+    with registry_errors_answered(shown_name):
         identity = client.identity(ref.registry)
     digest_key = upstream_check_key(ref, identity=identity)
     offered_key = platforms_key(ref, identity=identity)
     cached = shared_cache().get_many([digest_key, offered_key] if platform is not None else [digest_key])
     digest = cached.get(digest_key)
     if not isinstance(digest, str):
-        with _upstream_errors(shown_name):
+        with registry_errors_answered(shown_name):
             digest = client.head_manifest(ref).digest
         shared_cache().set(digest_key, digest, settings.WAVE_UPSTREAM_CACHE_TTL)
     if platform is None:

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
+from pytest_django.fixtures import Settings
 
 from tests.support.asgi_server import AsgiServer, start_asgi_server
 from tests.support.http_files import FileServer
 from tests.support.images import Builder
 from tests.support.registry import ANONYMOUS, BASIC, TOKEN, Registry, start_registry
 from tests.support.s3 import S3Bucket, new_bucket, s3_server
+from tests.support.tower import TowerStandIn
 from tests.support.worker import Worker, start_worker
 
 
@@ -175,3 +177,18 @@ def s3_blob_store(s3_endpoint: str, settings) -> S3Bucket:
     bucket = new_bucket(s3_endpoint)
     settings.STORAGES = {**settings.STORAGES, "default": bucket.storage_settings()}
     return bucket
+
+
+@pytest.fixture
+def tower(settings: Settings, db: None) -> Iterator[TowerStandIn]:
+    """A Tower stand-in paired with this service (its public key registered, as `POST /pairing` does)."""
+    from credentials.pairing import pairing_key_register
+    from credentials.sessions import tower_client
+
+    tower_client.cache_clear()
+    settings.WAVE_TOWER_RETRIES = 2
+    with TowerStandIn() as stand_in:
+        key = pairing_key_register(service="tower", endpoint=stand_in.url)
+        stand_in.register_pairing(key.pairing_id, key.public_key)
+        yield stand_in
+    tower_client.cache_clear()

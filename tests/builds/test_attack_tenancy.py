@@ -15,89 +15,129 @@ from pytest_django.fixtures import Settings
 
 from builds.models import Build
 from builds.runs import build_credentials
-from builds.services import BuildRequest, build_claim, build_create_or_join, build_finish, exists_key
+from builds.services import BuildAnswer, BuildRequest, build_claim, build_create_or_join, build_finish, exists_key
 from credentials.callers import Caller
-from credentials.models import TowerAuth
-from credentials.sessions import TowerContext
+from credentials.sessions import TowerContext, tower_session_open
 from registry.client import Credentials
+from requests_app.models import ContainerRequest
 from tests.conftest import PushedImage
+from tests.support.tower import TowerStandIn, TowerUser
 from wave_site.cache import shared_cache
+from wave_site.errors import InvalidRequest
 
-ENDPOINT = "https://tower.example.org/api"
-
-
-# Findings of the attack pass still open (README, closing note): strict, so that a fix must remove the mark.
-OPEN_TENANCY = (
-    "open finding (Wave behaves the same): joining a build or a cached answer does not check that the caller "
-    "may pull its FROM images"
-)
+NOT_AUTHORIZED = "Container image '{image}' does not exist or access is not authorized"
 
 
-def tower_of(name: str, user_id: int) -> tuple[Caller, TowerContext]:
-    auth = TowerAuth.objects.create(key=name[0] * 64, endpoint=ENDPOINT, user_id=user_id, user_name=name)
-    caller = Caller(ip="192.0.2.7", user_id=user_id, user_name=name, tower_endpoint=ENDPOINT)
-    return caller, TowerContext(auth_id=auth.pk, endpoint=ENDPOINT, workspace_id=None, user_id=user_id,
-                                user_name=name)  # fmt: skip
+def tower_caller(tower: TowerStandIn, user: TowerUser) -> tuple[Caller, TowerContext]:
+    """A caller with a stored Tower session, as a request with `towerAccessToken` makes one."""
+    access, _ = tower.issue_tokens(user)
+    auth = tower_session_open(endpoint=tower.url, access_token=access)
+    caller = Caller(ip="192.0.2.7", user_id=user.id, user_name=user.user_name, tower_endpoint=tower.url)
+    context = TowerContext(auth_id=auth.pk, endpoint=tower.url, workspace_id=None, user_id=user.id,
+                           user_name=user.user_name)  # fmt: skip
+    return caller, context
+
+
+@pytest.fixture
+def tenants(tower: TowerStandIn, basic_image: PushedImage) -> dict[str, tuple[Caller, TowerContext]]:
+    """alice and carol hold credentials of the private registry in their Tower workspaces; bob does not."""
+    registry = basic_image.registry
+    assert registry.username
+    assert registry.password
+    callers = {}
+    for user_id, name in ((51, "alice"), (52, "bob"), (53, "carol")):
+        user = tower.add_user(user_id, name, f"{name}@example.org")
+        if name != "bob":
+            tower.add_credentials(user, name="private", registry=registry.host, user_name=registry.username,
+                                  password=registry.password)  # fmt: skip
+        callers[name] = tower_caller(tower, user)
+    return callers
+
+
+def private_build(basic_image: PushedImage) -> BuildRequest:
+    repository = f"{basic_image.registry.host}/wave/build"
+    return BuildRequest(
+        container_file=f"FROM {basic_image.reference}\nRUN true\n", platform="linux/amd64", repository=repository
+    )
+
+
+def answer_for(request: BuildRequest, tenant: tuple[Caller, TowerContext]) -> BuildAnswer:
+    caller, tower = tenant
+    return build_create_or_join(request=request, caller=caller, tower=tower, before_start=lambda: None)
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN_TENANCY,
-)
 def test_attack_a_caller_without_access_to_the_private_from_image_gets_the_build_of_one_with_access(
-    basic_image: PushedImage,
+    basic_image: PushedImage, tenants: dict[str, tuple[Caller, TowerContext]]
 ) -> None:
     """HIGH (design; Wave behaves the same). containerId hashes the Containerfile, platform, repository and
     context - not whose credentials pulled the `FROM` image. Alice (Tower credentials for a private registry)
     asks for `FROM <private>/app`; Bob, who has no access there, sends the same Containerfile and joins her
     build (or, once pushed, is answered `cached`): his token then pulls the built image - the private base
-    layers included - with the service's credentials. Nothing asks whether Bob may read the base.
-    Suggested policy: before joining or answering `cached`, check that the caller can read every image the
-    Containerfile names (a HEAD with the caller's own credentials lookup, anonymous when none; 403 naming the
-    image otherwise); or put the credential scope (Tower endpoint + user/workspace) in the containerId of any
-    build whose `FROM` hosts needed credentials, so that tenants never share such targets."""
-    repository = f"{basic_image.registry.host}/wave/build"
-    alice, alice_tower = tower_of("alice", 51)
-    bob, bob_tower = tower_of("bob", 52)
-    request = BuildRequest(
-        container_file=f"FROM {basic_image.reference}\nRUN true\n", platform="linux/amd64", repository=repository
-    )
-    first = build_create_or_join(request=request, caller=alice, tower=alice_tower, before_start=lambda: None)
+    layers included - with the service's credentials. Fixed (builds.access): before joining or answering
+    `cached`, a caller outside the build's credential scope must read every image the Containerfile names
+    with their own credentials."""
+    request = private_build(basic_image)
+    first = answer_for(request, tenants["alice"])
     assert first.started
 
-    second = build_create_or_join(request=request, caller=bob, tower=bob_tower, before_start=lambda: None)
+    with pytest.raises(InvalidRequest) as refused:
+        answer_for(request, tenants["bob"])
 
-    assert second.build_id != first.build_id, "bob joined alice's build of her private base image"
+    assert refused.value.message == NOT_AUTHORIZED.format(image=basic_image.reference)
+    assert list(Build.objects.values_list("build_id", "user_name")) == [(first.build_id, "alice")]
+    # carol reads the base image with her own credentials: she shares alice's build.
+    assert answer_for(request, tenants["carol"]).build_id == first.build_id
+    # So does a request of alice's again, with no new lookup (same credential scope).
+    assert answer_for(request, tenants["alice"]).build_id == first.build_id
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN_TENANCY,
-)
 def test_attack_a_cached_answer_serves_the_image_built_with_another_callers_credentials(
-    basic_image: PushedImage,
+    basic_image: PushedImage, tenants: dict[str, tuple[Caller, TowerContext]]
 ) -> None:
-    """The `cached` side of the finding above: once alice's build succeeded, bob's identical request is
+    """The `cached` side of the finding above: once alice's build succeeded, bob's identical request was
     answered `cached: true` with her build id - no check of his access to the base image."""
-    repository = f"{basic_image.registry.host}/wave/build"
-    alice, alice_tower = tower_of("alice", 51)
-    bob, bob_tower = tower_of("bob", 52)
-    request = BuildRequest(
-        container_file=f"FROM {basic_image.reference}\nRUN true\n", platform="linux/amd64", repository=repository
-    )
-    built = build_create_or_join(request=request, caller=alice, tower=alice_tower, before_start=lambda: None).build
+    request = private_build(basic_image)
+    built = answer_for(request, tenants["alice"]).build
     assert built is not None
     claim = build_claim(build_pk=built.pk)
     assert claim is not None
     assert build_finish(build_pk=built.pk, claim=claim, succeeded=True, digest="sha256:" + "0" * 64)
     shared_cache().set(exists_key(request.target), True, 60)  # the push happened (as build_finish records it)
 
-    answer = build_create_or_join(request=request, caller=bob, tower=bob_tower, before_start=lambda: None)
+    with pytest.raises(InvalidRequest, match="does not exist or access is not authorized"):
+        answer_for(request, tenants["bob"])
+    with pytest.raises(InvalidRequest, match="does not exist or access is not authorized"):  # nor anonymous
+        build_create_or_join(request=request, caller=Caller(ip="192.0.2.8"), tower=None, before_start=pytest.fail)
 
-    assert Build.objects.get(pk=built.pk).tower_auth_id == alice_tower.auth_id  # built with her credentials
-    assert not (answer.cached and answer.build_id == built.build_id), "bob was served alice's built image"
+    assert Build.objects.get().tower_auth_id == tenants["alice"][1].auth_id  # built with her credentials
+    carol = answer_for(request, tenants["carol"])
+    assert (carol.cached, carol.build_id) == (True, built.build_id)
+
+
+@pytest.mark.django_db
+def test_a_caller_refused_the_base_image_of_a_build_stores_nothing(
+    basic_image: PushedImage, tower: TowerStandIn, tenants: dict[str, tuple[Caller, TowerContext]],
+    settings: Settings,
+) -> None:  # fmt: skip
+    """Through the API: bob's request for the build alice started is a 400 naming the image; nothing stored."""
+    settings.WAVE_BUILD_REPO = f"{basic_image.registry.host}/wave/build"
+    first = answer_for(private_build(basic_image), tenants["alice"])
+    bob = tower.users[52]
+    access, _ = tower.issue_tokens(bob)
+    body = {
+        "containerFile": base64.b64encode(f"FROM {basic_image.reference}\nRUN true\n".encode()).decode(),
+        "towerAccessToken": access,
+        "towerEndpoint": tower.url,
+    }
+
+    answer = Client().post("/v1alpha2/container", body, content_type="application/json", REMOTE_ADDR="192.0.2.9")
+
+    assert answer.status_code == 400, answer.content
+    assert answer.json() == {"message": NOT_AUTHORIZED.format(image=basic_image.reference)}
+    assert list(Build.objects.values_list("build_id", flat=True)) == [first.build_id]
+    assert not ContainerRequest.objects.exists()
 
 
 @pytest.mark.django_db

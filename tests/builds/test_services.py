@@ -79,8 +79,8 @@ def test_create_then_join_then_rebuild_after_a_failure(repository: str, django_c
 
 
 @pytest.mark.django_db
-def test_a_target_in_the_registry_is_cached_and_needs_no_build(repository: str) -> None:
-    request = request_for(repository)
+def test_a_target_in_the_registry_is_cached_and_needs_no_build(repository: str, anonymous_image: PushedImage) -> None:
+    request = request_for(repository, f"FROM {anonymous_image.reference}\n")  # its image readable by the caller
     shared_cache().set(exists_key(request.target), True, 60)  # as after a push
     answer = build_create_or_join(request=request, caller=CALLER, tower=None, before_start=pytest.fail)
     assert (answer.cached, answer.started, answer.build_id, answer.build) == (True, False, "", None)
