@@ -10,11 +10,14 @@ the request's thread.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 
 from builds.models import Build
 from builds.selectors import build_page_url
@@ -102,24 +105,43 @@ async def manifest_to_serve(*, token: str, name: str, reference: str, client_ip:
         await rate_limit_aacquire(kind="pull", key=target.rate_limit_key(client_ip))
         document = document_from_cache(found.get(memory))
     if document is None:
-        document = await sync_to_async(_manifest_uncached)(
-            target, token=token, name=name, reference=reference, client_ip=client_ip
-        )
+        for _round in range(3):  # the build, then the layers: each awaited with the request's thread let go
+            found_or_wait = await sync_to_async(_manifest_uncached)(
+                target, token=token, name=name, reference=reference, client_ip=client_ip
+            )
+            if not isinstance(found_or_wait, Waiting):
+                break
+            target = found_or_wait.target  # loaded and counted
+            await inputs_awaited(found_or_wait)
+        else:
+            raise BuildPending("Container image is still being prepared, retry later", retry_after=5)
+        document = found_or_wait
     if is_digest(reference) and document.digest != reference:
         raise ManifestNotFound(f"Manifest {reference} not found")
     return document
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """What a pull waits for before its manifest can be made: the build of its image, its injected layers."""
+
+    target: ProxyTarget
+    build: bool  # (else the layers)
+
+
 def _manifest_uncached(
     target: ProxyTarget | None, *, token: str, name: str, reference: str, client_ip: str | None
-) -> Document:
+) -> Document | Waiting:
     """`manifest_to_serve` past the served-manifest memory; `target` is the checked cached one (the pull
-    already counted), else None (loaded here, then counted)."""
+    already counted), else None (loaded here, then counted). While the image is being built or its layers
+    downloaded: what to wait for, the database connection given back (the wait must hold none)."""
     if target is None:
         target = load_target(token, name)
         rate_limit_acquire(kind="pull", key=target.rate_limit_key(client_ip))
-    if target.build_id:
-        wait_for_build(target)
+    build = bool(target.build_id) and not build_ready(target)
+    if build or (target.is_augmented and not is_digest(reference) and not layers_ready(target)):
+        connections.close_all()  # this thread's: back to the pool while the pull waits
+        return Waiting(target=target, build=build)
     document = cached_manifest(target, reference) or manifest_for(target, reference)
     shared_cache().set(served_key(token, name, reference), (document.media_type, document.content), SERVED_TTL)
     return document
@@ -155,7 +177,8 @@ def manifest_for(target: ProxyTarget, reference: str) -> Document:
     if not target.is_augmented or is_digest(reference):
         # Unchanged bytes: the same digest as upstream (also for entries an index left untouched).
         return _upstream_manifest(target, reference)
-    wait_for_layers(target)
+    if not layers_ready(target):  # awaited before (inputs_awaited): only a direct caller gets here early
+        raise LayersPending("Container layers are still downloading, retry later", retry_after=5)
     upstream_digest = _resolve_tag(target, reference)
     key = augmented_key(target.token, upstream_digest)
     served_digest = shared_cache().get(key)
@@ -229,54 +252,79 @@ def _resolve_tag(target: ProxyTarget, reference: str) -> str:
     return info.digest
 
 
-def wait_for_layers(target: ProxyTarget) -> None:
-    """Block (bounded) while injected layers download; a failed layer fails the pull, naming it."""
+def layers_ready(target: ProxyTarget) -> bool:
+    """Whether the injected layers are all downloaded; a failed one fails the pull, naming it."""
     if not target.layer_digests:
-        return
-    deadline = time.monotonic() + settings.WAVE_LAYER_WAIT_SECONDS
-    while True:
-        states = list(
-            InjectedLayer.objects.filter(request_id=target.pk).values_list(
-                "position", "gzip_digest", "state", "failure_reason"
-            )
-        )
-        failed = [row for row in states if row[2] == InjectedLayer.State.FAILED]
-        if failed:
-            position, digest, _, reason = failed[0]
-            raise LayerFailed(f"Container layer {position} ({digest}) failed: {reason}")
-        if all(row[2] == InjectedLayer.State.READY for row in states):
-            return
-        if time.monotonic() > deadline:
-            raise LayersPending("Container layers are still downloading, retry later", retry_after=5)
-        time.sleep(LAYER_POLL_SECONDS)
+        return True
+    states = list(
+        InjectedLayer.objects.filter(request_id=target.pk).values_list("position", "gzip_digest", "state",
+                                                                       "failure_reason")
+    )  # fmt: skip
+    failed = [row for row in states if row[2] == InjectedLayer.State.FAILED]
+    if failed:
+        position, digest, _, reason = failed[0]
+        raise LayerFailed(f"Container layer {position} ({digest}) failed: {reason}")
+    return all(row[2] == InjectedLayer.State.READY for row in states)
 
 
 def build_done_key(build_id: str) -> str:
     return f"wave:build:done:{build_id}"
 
 
-def wait_for_build(target: ProxyTarget) -> None:
-    """Block (bounded by the build timeout) while the build that makes the image runs; a failed or cancelled
-    one fails the pull with its reason and the page that shows its log, unless the image exists all the same
-    (an earlier build pushed it: the request was answered `cached`)."""
+def build_ready(target: ProxyTarget) -> bool:
+    """Whether the build that makes the image is done; a failed or cancelled one fails the pull with its reason
+    and the page that shows its log, unless the image exists all the same (an earlier build pushed it: the
+    request was answered `cached`)."""
     if shared_cache().get(build_done_key(target.build_id)):
-        return
-    deadline = time.monotonic() + settings.WAVE_BUILD_TIMEOUT + settings.WAVE_BUILD_GRACE
-    while True:
-        build = Build.objects.filter(build_id=target.build_id).only("state", "failure_reason", "target_image").first()
-        if build is None or build.state == Build.State.SUCCEEDED:
-            shared_cache().set(build_done_key(target.build_id), True, settings.WAVE_TOKEN_TTL)
-            return
-        if not build.is_active:
-            if target_exists(build.target_image):
-                return
-            reason = build.failure_reason or build.state
-            raise BuildFailed(
-                f"Container image build {target.build_id} failed: {reason} - see {build_page_url(target.build_id)}"
-            )
+        return True
+    build = Build.objects.filter(build_id=target.build_id).only("state", "failure_reason", "target_image").first()
+    if (
+        build is None
+        or build.state == Build.State.SUCCEEDED
+        or (not build.is_active and target_exists(build.target_image))
+    ):
+        shared_cache().set(build_done_key(target.build_id), True, settings.WAVE_TOKEN_TTL)
+        return True
+    if not build.is_active:
+        reason = build.failure_reason or build.state
+        raise BuildFailed(
+            f"Container image build {target.build_id} failed: {reason} - see {build_page_url(target.build_id)}"
+        )
+    return False
+
+
+def _released(check: Callable[[ProxyTarget], bool], target: ProxyTarget) -> bool:
+    """`check(target)`, its database connection back to the pool at once (the caller waits between calls)."""
+    try:
+        return check(target)
+    finally:
+        connections.close_all()  # this thread's connections only
+
+
+async def inputs_awaited(waiting: Waiting) -> None:
+    """Wait on the event loop, bounded, for the build (then the layers) a pull needs: polled, each poll a short
+    hop that holds a database connection only while it reads, so that any number of clients may wait (a
+    pipeline starting a hundred tasks on an image still building holds no thread and no connection)."""
+    target = waiting.target
+    if waiting.build:
+        seconds = settings.WAVE_BUILD_TIMEOUT + settings.WAVE_BUILD_GRACE
+        pending: Exception = BuildPending(
+            f"Container image build {target.build_id} is still running, retry later", retry_after=30
+        )
+        await _polled(build_ready, target, seconds=seconds, interval=BUILD_POLL_SECONDS, pending=pending)
+    else:
+        pending = LayersPending("Container layers are still downloading, retry later", retry_after=5)
+        seconds = settings.WAVE_LAYER_WAIT_SECONDS
+        await _polled(layers_ready, target, seconds=seconds, interval=LAYER_POLL_SECONDS, pending=pending)
+
+
+async def _polled(check: Callable[[ProxyTarget], bool], target: ProxyTarget, *, seconds: float, interval: float,
+                  pending: Exception) -> None:  # fmt: skip
+    deadline = time.monotonic() + seconds
+    while not await sync_to_async(_released, thread_sensitive=False)(check, target):
         if time.monotonic() > deadline:
-            raise BuildPending(f"Container image build {target.build_id} is still running, retry later", retry_after=30)
-        time.sleep(BUILD_POLL_SECONDS)
+            raise pending
+        await asyncio.sleep(interval)
 
 
 def owned_digests(target: ProxyTarget) -> frozenset[str]:
