@@ -1,4 +1,4 @@
-"""Pulls that wait for a build hold no thread and no database connection while they wait.
+"""Pulls that wait for a build, and blobs that stream for long, hold no database connection meanwhile.
 
 A pipeline that starts a hundred tasks on an image still building sends a hundred pulls at once; each waits
 (bounded by the build timeout) on the event loop. Were each to hold a pooled database connection, the pool
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
+import os
 import time
 
 import httpx
@@ -19,6 +21,9 @@ from pytest_django.fixtures import Settings
 from builds.models import Build
 from tests.conftest import PushedImage
 from tests.support.asgi_server import AsgiServer
+from tests.support.http_files import FileServer
+from tests.support.layers import make_layer
+from tests.support.network import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -55,3 +60,29 @@ def test_pulls_waiting_for_a_build_leave_the_service_answering_then_get_its_fail
         assert answer.status_code == 400, answer.text
         assert "boom in the test" in answer.text
         assert f"/view/builds/{build.build_id}" in answer.text
+
+
+def test_slow_blob_downloads_leave_the_service_answering(
+    proxy: AsgiServer, anonymous_image: PushedImage, file_server: FileServer
+) -> None:
+    """A layer streams for as long as the client takes to read it: the stream holds no database connection
+    (Django gives the request's connection back once the response starts; this keeps it so)."""
+    layer = make_layer({"big.bin": os.urandom(24 * 1024 * 1024)})  # incompressible: past any socket buffer
+    file_server.files["big.tar.gz"] = layer.gzip_bytes
+    body = {"containerImage": anonymous_image.reference,
+            "containerConfig": {"layers": [layer.as_request(location=f"{file_server.url}/big.tar.gz")]}}  # fmt: skip
+    created = httpx.post(f"{proxy.url}/v1alpha2/container", json=body, timeout=30).json()
+    token = created["containerToken"]
+    status_url = f"{proxy.url}/v1alpha2/container/{token}/status"
+    wait_until(lambda: httpx.get(status_url, timeout=30).json()["status"] == "DONE", timeout=60, what="the layer")
+    blob_url = f"{proxy.url}/v2/wt/{token}/library/busybox/blobs/{layer.gzip_digest}"
+
+    with contextlib.ExitStack() as streams:
+        clients = [streams.enter_context(httpx.Client(timeout=60)) for _ in range(WAITING)]
+        for client in clients:  # each reads one chunk, then stalls: the server blocks on sending the rest
+            response = streams.enter_context(client.stream("GET", blob_url))
+            assert response.status_code == 200
+            next(response.iter_raw(65536))
+        for _ in range(5):
+            described = httpx.get(f"{proxy.url}/v1alpha2/container/{token}", timeout=30)
+            assert described.status_code == 200, described.text
