@@ -140,7 +140,7 @@ def _manifest_uncached(
         rate_limit_acquire(kind="pull", key=target.rate_limit_key(client_ip))
     build = bool(target.build_id) and not build_ready(target)
     if build or (target.is_augmented and not is_digest(reference) and not layers_ready(target)):
-        connections.close_all()  # this thread's: back to the pool while the pull waits
+        connections_released()  # back to the pool while the pull waits
         return Waiting(target=target, build=build)
     document = cached_manifest(target, reference) or manifest_for(target, reference)
     shared_cache().set(served_key(token, name, reference), (document.media_type, document.content), SERVED_TTL)
@@ -298,13 +298,21 @@ def _released(check: Callable[[ProxyTarget], bool], target: ProxyTarget) -> bool
     try:
         return check(target)
     finally:
-        connections.close_all()  # this thread's connections only
+        connections_released()
+
+
+def connections_released() -> None:
+    """This thread's database connections back to the pool, but one inside a transaction (a test's, which
+    the view shares when called in-process) stays."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 async def inputs_awaited(waiting: Waiting) -> None:
     """Wait on the event loop, bounded, for the build (then the layers) a pull needs: polled, each poll a short
     hop that holds a database connection only while it reads, so that any number of clients may wait (a
-    pipeline starting a hundred tasks on an image still building holds no thread and no connection)."""
+    pipeline starting a hundred tasks on an image still building holds no connection of the pool)."""
     target = waiting.target
     if waiting.build:
         seconds = settings.WAVE_BUILD_TIMEOUT + settings.WAVE_BUILD_GRACE
@@ -321,7 +329,7 @@ async def inputs_awaited(waiting: Waiting) -> None:
 async def _polled(check: Callable[[ProxyTarget], bool], target: ProxyTarget, *, seconds: float, interval: float,
                   pending: Exception) -> None:  # fmt: skip
     deadline = time.monotonic() + seconds
-    while not await sync_to_async(_released, thread_sensitive=False)(check, target):
+    while not await sync_to_async(_released)(check, target):  # the request's thread: it sees what it saw
         if time.monotonic() > deadline:
             raise pending
         await asyncio.sleep(interval)
