@@ -1,10 +1,12 @@
 # One image for web, workers and beat (docker-compose.yml). The build worker builds images with buildah (vfs
 # storage, chroot isolation: no runc, crun or fuse-overlayfs needed), each build confined by util-linux's
-# `setpriv` and `unshare` and its mounts removed with `umount` (package mount); skopeo and umoci for images.
+# `setpriv` and `unshare` and its mounts removed with `umount` (package mount); skopeo and umoci for images;
+# slirp4netns and nftables for the `filtered` build network (WAVE_BUILD_NETWORK, the default).
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends buildah skopeo umoci util-linux mount git ca-certificates \
+    slirp4netns nftables \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

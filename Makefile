@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip install --disable-pip-version-check -q
 # One stamp per requirements file: `make run` installs what running needs, `make test` adds the checks.
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
-TOOLS := buildah skopeo docker-registry umoci busybox-static
+TOOLS := buildah skopeo docker-registry umoci busybox-static slirp4netns nftables
 # Browser tests (tests/browser): Debian's Chromium and its driver; nothing is downloaded at test time.
 TEST_TOOLS := chromium chromium-driver
 

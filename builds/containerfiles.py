@@ -2,7 +2,9 @@
 
 `containerfile_parse` reads the stages (dockerfile-parse does the lines, continuations and comments; the
 words, `ARG` defaults and `${VAR:-word}` are expanded here as Docker does). `containerfile_check` is what
-runs before a build: every image's registry host and every `ADD <url>` host pass the SSRF rules.
+runs before a build: every image's registry host and every `ADD <url>` host pass the SSRF rules, and no `ADD`
+source takes its scheme or host from a variable the base image's ENV may set (buildah expands ADD sources with
+the base image's ENV, which also wins over the Containerfile's ARG of the same name).
 No I/O but the DNS lookups of those checks. (`/.docker/config.json` and `/kaniko` are refused where requests
 are validated, `requests_app.validation`, for every Containerfile a client sends.)
 """
@@ -14,7 +16,7 @@ import io
 import json
 import platform as host_platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dockerfile_parse import DockerfileParser  # type: ignore[import-untyped]
@@ -38,6 +40,12 @@ VARIABLE = re.compile(
     r"\\\$|\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}|(?P<name>[A-Za-z_][A-Za-z0-9_]*))"
 )
 URL_SOURCE = re.compile(r"https?://", re.IGNORECASE)
+# `$` forms buildah expands too that `expand` does not: `${NAME?..}`, `${NAME#..}`, `${NAME%..}`, `${NAME/..}`, `$0`.
+OTHER_SUBSTITUTION = r"|(?P<other>\$\{(?P<other_name>[A-Za-z0-9_]*)[^}]*\}?|\$(?P<digit>[0-9]))"
+SUBSTITUTION = re.compile(VARIABLE.pattern + OTHER_SUBSTITUTION)
+UNRESOLVED = "\0"  # `\0NAME\0` stands for the value of NAME, unknown to the parser
+# What buildah fetches itself (http, https; git in newer versions), as ADD sources start.
+REMOTE_PREFIXES = ("http://", "https://", "git://", "ssh://", "git@")
 # Other machines' names for the architectures registry.platform knows.
 MACHINE_ALIASES = {"armv7l": "arm", "armv6l": "arm", "armhf": "arm"}
 
@@ -68,6 +76,7 @@ class Containerfile:
     stages: tuple[Stage, ...]
     images: tuple[ImageReference, ...]  # FROM, COPY --from, RUN --mount from=: each once, in order
     urls: tuple[str, ...]  # ADD sources fetched by the builder itself
+    unresolved: tuple[str, ...] = ()  # why ADD sources whose host the base image's ENV may choose are refused
 
     def needed_stages(self) -> list[Stage]:
         """The last stage and every stage it depends on: the ones a build runs (buildah skips the others)."""
@@ -117,6 +126,57 @@ def expand(text: str, variables: Mapping[str, str]) -> str:
     return VARIABLE.sub(substitute, text)
 
 
+def expand_known(text: str, known: Mapping[str, str]) -> str:
+    """`expand` for what buildah expands with the base image's ENV too: each variable not in `known` (and each
+    form the parser does not evaluate) becomes `\\0NAME\\0`, so that the text before it is what is known."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "\\$":
+            return "$"
+        if match.group("other") is not None:
+            return f"{UNRESOLVED}{match.group('other_name') or match.group('digit') or ''}{UNRESOLVED}"
+        name = match.group("braced") or match.group("name")
+        if name not in known or "$" in (match.group("word") or ""):  # buildah expands the word too
+            return f"{UNRESOLVED}{name}{UNRESOLVED}"
+        value = known[name]
+        if match.group("op") == "-":
+            return value or match.group("word")
+        if match.group("op") == "+":
+            return match.group("word") if value else ""
+        return value
+
+    return SUBSTITUTION.sub(substitute, text)
+
+
+def _names_remote_host(prefix: str) -> bool:
+    """Whether a source starting with `prefix` may still be fetched from a host that `prefix` does not spell out:
+    `prefix` may grow into a URL or git address, or ends before its host part does."""
+    lowered = prefix.lower()
+    if any(remote.startswith(lowered) for remote in REMOTE_PREFIXES):
+        return True
+    for remote in REMOTE_PREFIXES:
+        if lowered.startswith(remote):
+            end = ":/" if remote == "git@" else "/?#"
+            return not any(character in end for character in prefix[len(remote) :])
+    return False
+
+
+def _unresolved_source(source: str, known: Mapping[str, str], *, args: set[str], line: int) -> str:
+    """Why an ADD source cannot be checked (its scheme or host may come from the base image's ENV), or ""."""
+    marked = expand_known(source, known)
+    prefix, _, rest = marked.partition(UNRESOLVED)
+    if not rest or not _names_remote_host(prefix):
+        return ""
+    name = rest.partition(UNRESOLVED)[0]
+    fix = "a URL must be spelled out or built from ENV set in the Containerfile"
+    if name in args:
+        return (
+            f"ADD source '{source}' on line {line} takes its scheme or host from ARG '{name}', which the base image's"
+            f" ENV overrides: {fix}"
+        )
+    return f"ADD source '{source}' on line {line} uses a variable the Containerfile does not define ('{name}'): {fix}"
+
+
 def _automatic_args(target: Platform, host: Platform) -> dict[str, str]:
     """The platform arguments builders define in the global scope."""
     args: dict[str, str] = {}
@@ -126,15 +186,22 @@ def _automatic_args(target: Platform, host: Platform) -> dict[str, str]:
     return args
 
 
-def _declarations(value: str, variables: Mapping[str, str], *, inherited: Mapping[str, str]) -> dict[str, str]:
-    """`ARG a=1 b` / `ENV a=1 b=2` / `ENV a 1`: names and values, expanded. A bare `ARG b` inherits."""
+def _declarations(
+    value: str,
+    variables: Mapping[str, str],
+    *,
+    inherited: Mapping[str, str],
+    substitute: Callable[[str, Mapping[str, str]], str] = expand,
+) -> dict[str, str]:
+    """`ARG a=1 b` / `ENV a=1 b=2` / `ENV a 1`: names and values, expanded with the variables from before the
+    instruction (as buildah does: `ENV a=2 b=$a` gives b the earlier a). A bare `ARG b` inherits."""
     words = list(WordSplitter(value).split(dequote=True))
     if words and "=" not in words[0] and len(words) > 1:  # the old `ENV name value with spaces` form
-        return {words[0]: expand(value.split(None, 1)[1], variables)}
+        return {words[0]: substitute(value.split(None, 1)[1], variables)}
     declared: dict[str, str] = {}
     for word in words:
         name, sep, default = word.partition("=")
-        declared[name] = expand(default, {**variables, **declared}) if sep else inherited.get(name, "")
+        declared[name] = substitute(default, variables) if sep else inherited.get(name, "")
     return declared
 
 
@@ -192,7 +259,10 @@ def containerfile_parse(
     names: dict[str, int] = {}
     images: dict[str, ImageReference] = {}
     urls: list[str] = []
+    unresolved: list[str] = []
     variables: dict[str, str] = {}
+    known: dict[str, str] = {}  # the stage's ENV, which wins over the base image's (`expand_known`)
+    stage_args: set[str] = set()
     heredoc = False
 
     def stage_of(name: str) -> int | None:
@@ -241,13 +311,18 @@ def containerfile_parse(
             stages.append(Stage(index=len(stages), name=name, image=image, parent=parent, platform=stage_platform))
             if name:
                 names[name.lower()] = len(stages) - 1
-            variables = {}
+            variables, known, stage_args = {}, {}, set()
             referenced = [image] if image else []
         else:
             stage = stages[-1]
             referenced = []
             if keyword in {"ARG", "ENV"}:
-                variables |= _declarations(value, variables, inherited=global_args if keyword == "ARG" else {})
+                declared = _declarations(value, variables, inherited=global_args if keyword == "ARG" else {})
+                variables |= declared
+                if keyword == "ENV":
+                    known |= _declarations(value, known, inherited={}, substitute=expand_known)
+                else:
+                    stage_args |= set(declared)
             elif keyword in {"COPY", "ADD"}:
                 flag_list, rest = _flags(value)
                 copy_from = dict(flag_list).get("from")
@@ -260,6 +335,8 @@ def containerfile_parse(
                         referenced.append(_image(source, what=f"{keyword} --from", line=line))
                 if keyword == "ADD":
                     urls += [url for url in (expand(s, variables) for s in _sources(rest)) if URL_SOURCE.match(url)]
+                    unresolved += filter(None, (_unresolved_source(s, known, args=stage_args, line=line)
+                                                for s in _sources(rest)))  # fmt: skip
             elif keyword == "RUN":
                 stage.has_run = True
                 for source in (expand(s, variables) for s in _mount_sources(_flags(value)[0])):
@@ -272,7 +349,9 @@ def containerfile_parse(
             images.setdefault(str(reference), reference)
     if not stages:
         raise ContainerfileError("The Containerfile has no FROM instruction")
-    return Containerfile(stages=tuple(stages), images=tuple(images.values()), urls=tuple(urls))
+    return Containerfile(
+        stages=tuple(stages), images=tuple(images.values()), urls=tuple(urls), unresolved=tuple(unresolved)
+    )
 
 
 def from_images(container_file: str) -> list[ImageReference]:
@@ -282,13 +361,16 @@ def from_images(container_file: str) -> list[ImageReference]:
 
 def containerfile_checked(container_file: str, *, platform: Platform = DEFAULT_PLATFORM) -> Containerfile:
     """The parsed Containerfile, once every registry its images live in and every URL `ADD` fetches passed
-    the SSRF rules (ContainerfileError naming the refused host and how to allow it, otherwise)."""
+    the SSRF rules (ContainerfileError naming the refused host and how to allow it, or the ADD source whose host
+    the base image's ENV may choose, otherwise)."""
     parsed = containerfile_parse(container_file, target=platform)
     for image in parsed.images:
         try:
             destination_check(image.registry)
         except DestinationRefusedError as exc:
             raise ContainerfileError(f"Image '{image}' in the Containerfile refused: {exc.message}") from None
+    if parsed.unresolved:
+        raise ContainerfileError(parsed.unresolved[0])
     for url in parsed.urls:
         try:
             url_destination_check(url)

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from builds.backends.limits import env_memory, env_pids
+from registry.reference import InvalidReferenceError, parse_image
 from wave_site import __version__
 from wave_site.config import env_bool, env_int, env_list, env_str, env_url, registry_credentials_file
 from wave_site.datadir import embedded_broker_folders
@@ -202,12 +204,19 @@ WAVE_BUILD_GRACE = env_int("WAVE_BUILD_GRACE", 120, minimum=0)
 WAVE_BUILD_REAP_INTERVAL = env_int("WAVE_BUILD_REAP_INTERVAL", 30, minimum=1)
 if WAVE_BUILD_STALE_AFTER < 2 * WAVE_BUILD_HEARTBEAT:
     raise ImproperlyConfigured("WAVE_BUILD_STALE_AFTER must be at least twice WAVE_BUILD_HEARTBEAT")
-# RUN steps' network: empty or `host` (buildah's default), or `none` to cut them off.
-# `none`: base images are pulled first, then RUN steps run in a network namespace with only `lo` (buildah's chroot
-# isolation knows no other network modes than the host's).
-WAVE_BUILD_NETWORK = env_str("WAVE_BUILD_NETWORK") or ""
-if WAVE_BUILD_NETWORK not in {"", "host", "none"}:
-    raise ImproperlyConfigured(f"WAVE_BUILD_NETWORK must be empty, 'host' or 'none', got {WAVE_BUILD_NETWORK!r}")
+# The build's network (builds.backends.network). `filtered` (the default; empty is the same): base images are pulled
+# first, then the build (RUN steps, ADD URLs, the layer cache) runs in a network namespace of its own that reaches
+# public addresses only, through slirp4netns and nftables. `none`: that namespace has only `lo` (no layer cache).
+# `host`: RUN steps share the worker's network (buildah's chroot isolation knows no other network of its own).
+WAVE_BUILD_NETWORK = env_str("WAVE_BUILD_NETWORK") or "filtered"
+if WAVE_BUILD_NETWORK not in {"filtered", "host", "none"}:
+    raise ImproperlyConfigured(
+        f"WAVE_BUILD_NETWORK must be 'filtered' (the default), 'host' or 'none', got {WAVE_BUILD_NETWORK!r}"
+    )
+# Each build's memory (bytes, or 4g, 512m...; 0 = no limit) and processes and threads (0 = no limit), enforced by a
+# cgroup per build (builds.backends.limits); where this host's cgroups cannot be used, builds run without (logged).
+WAVE_BUILD_MEMORY = env_memory()
+WAVE_BUILD_PIDS = env_pids()
 # Builds run in prefork processes (WAVE_WORKER_CONCURRENCY at once); layer downloads (I/O-bound) in a worker of
 # their own with a thread per download; the periodic tasks in a third (wave_site.celery).
 WAVE_WORKER_CONCURRENCY = env_int("WAVE_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
@@ -292,6 +301,38 @@ STATIC_ROOT = DATA_DIR / "static"
 # Serve admin and API-docs assets straight from the installed apps: no collectstatic step to forget.
 SERVESTATIC_USE_FINDERS = True
 SERVESTATIC_AUTOREFRESH = DEBUG
+
+# --- Recipe builds (builds.recipes): the images and packages of generated Containerfiles ----------
+WAVE_CONDA_MAMBA_IMAGE = env_str("WAVE_CONDA_MAMBA_IMAGE", "mambaorg/micromamba:1.5.10-noble")
+WAVE_CONDA_BASE_IMAGE = env_str("WAVE_CONDA_BASE_IMAGE", "ubuntu:24.04")
+WAVE_CONDA_BASE_PACKAGES = env_str("WAVE_CONDA_BASE_PACKAGES", "conda-forge::procps-ng")
+WAVE_CONDA_CHANNELS = env_list("WAVE_CONDA_CHANNELS", ["conda-forge", "bioconda"])
+WAVE_SPACK_BUILDER_IMAGE = env_str("WAVE_SPACK_BUILDER_IMAGE", "spack/ubuntu-jammy:v0.20.0")
+WAVE_SPACK_RUNNER_IMAGE = env_str("WAVE_SPACK_RUNNER_IMAGE", "ubuntu:22.04")
+WAVE_SPACK_CACHE_MIRROR = env_str("WAVE_SPACK_CACHE_MIRROR", "")
+WAVE_CRAN_R_IMAGE = env_str("WAVE_CRAN_R_IMAGE", "rocker/r-ver:4.4.1")
+# rocker/r-ver has R, littler (install2.r) and docopt already; `ps` is what it lacks (Nextflow's task metrics).
+WAVE_CRAN_BASE_PACKAGES = env_str("WAVE_CRAN_BASE_PACKAGES", "procps")
+_recipe_images = {
+    "WAVE_CONDA_MAMBA_IMAGE": WAVE_CONDA_MAMBA_IMAGE,
+    "WAVE_CONDA_BASE_IMAGE": WAVE_CONDA_BASE_IMAGE,
+    "WAVE_SPACK_BUILDER_IMAGE": WAVE_SPACK_BUILDER_IMAGE,
+    "WAVE_SPACK_RUNNER_IMAGE": WAVE_SPACK_RUNNER_IMAGE,
+    "WAVE_CRAN_R_IMAGE": WAVE_CRAN_R_IMAGE,
+}
+for _name, _image in _recipe_images.items():
+    try:
+        parse_image(_image)
+    except InvalidReferenceError as _error:
+        raise ImproperlyConfigured(f"{_name} must be an image name: {_error.message}") from None
+_recipe_words = {
+    "WAVE_CONDA_BASE_PACKAGES": WAVE_CONDA_BASE_PACKAGES,
+    "WAVE_SPACK_CACHE_MIRROR": WAVE_SPACK_CACHE_MIRROR,
+    "WAVE_CRAN_BASE_PACKAGES": WAVE_CRAN_BASE_PACKAGES,
+}
+for _name, _words in _recipe_words.items():
+    if not _words.isprintable():
+        raise ImproperlyConfigured(f"{_name} must be a single line of printable characters")
 
 # --- Registries and builds --------------------------------------------------------------------
 WAVE_REGISTRY_PORT = env_int("WAVE_REGISTRY_PORT", 5000, minimum=1, maximum=65535)

@@ -5,6 +5,8 @@ A build's work dir (`DATA_DIR/builds/<buildId>-<random>`) holds the Containerfil
 stays. Every buildah runs as `setpriv --pdeathsig KILL unshare --pid --mount --fork --kill-child buildah ...`
 in a session of its own: buildah is the init of a PID namespace, so nothing a RUN step starts (a `setsid`
 daemon included) outlives it; its mounts stay in a private mount namespace; and it dies with this worker.
+`buildah bud` runs in a network namespace of its own unless the network is `host`: without any network
+(`none`), or with public addresses only (`filtered`, the default: builds.backends.network).
 Output goes to `log` as it comes; the timeout and `should_stop()` kill the whole group.
 """
 
@@ -28,7 +30,9 @@ from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 
+from builds.backends import network
 from builds.backends.base import BuildJob, BuildOutcome
+from builds.backends.limits import NO_CGROUP, BuildCgroup, build_cgroup
 from builds.backends.output import Output, error_summary
 from builds.containerfiles import Containerfile, ContainerfileError, auth_file, containerfile_checked, host_architecture
 from credentials.policy import destination_check
@@ -46,11 +50,19 @@ KILL_GRACE_SECONDS = 5.0
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64", "arm": "arm"}
 NO_NETWORK = "none"
-NETWORKS = ("", "host", NO_NETWORK)  # all that chroot isolation allows ("none" is a namespace of our own)
+HOST_NETWORK = "host"
+# "" is `filtered`. chroot isolation allows only the host's network: "none" and "filtered" are namespaces of our own.
+NETWORKS = ("", network.FILTERED, HOST_NETWORK, NO_NETWORK)
+NETWORK_LINES = {
+    network.FILTERED: "Network 'filtered': base images are pulled first, then the build reaches public addresses only",
+    HOST_NETWORK: "Network 'host': RUN steps share the build worker's network",
+    NO_NETWORK: "Network 'none': base images are pulled first, RUN steps have no network, the layer cache is not used",
+}
 # RUN steps run as root in a chroot: without these they could leave it (a second chroot), reach other processes'
-# files (/proc/<pid>/root), or read any file whatever its mode.
+# files (/proc/<pid>/root), or read any file whatever its mode; nor change the network's rules (NET_ADMIN) or
+# write frames past them (NET_RAW: packet sockets).
 DROPPED_CAPABILITIES = ("CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_SYS_MODULE",
-                        "CAP_SYS_RAWIO", "CAP_SYS_BOOT", "CAP_MKNOD", "CAP_NET_ADMIN")  # fmt: skip
+                        "CAP_SYS_RAWIO", "CAP_SYS_BOOT", "CAP_MKNOD", "CAP_NET_ADMIN", "CAP_NET_RAW")  # fmt: skip
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
@@ -203,7 +215,8 @@ def build_plan(job: BuildJob, *, binfmt_dir: Path) -> Plan:
     """The checks before a build: Containerfile, SSRF, emulation, credentials (BuildRefused with the reason)."""
     if job.network not in NETWORKS:
         raise BuildRefused(
-            f"Build network '{job.network}' is not supported by buildah with chroot isolation: use 'host' or 'none'"
+            f"Build network '{job.network}' is not supported by buildah with chroot isolation: use 'filtered', 'host'"
+            " or 'none'"
         )
     try:
         target = parse_image(job.target)
@@ -279,12 +292,17 @@ class Session:
     deadline: float
     secrets: list[str]
     last_poll: float = field(default=float("-inf"))
+    cgroup: BuildCgroup = NO_CGROUP  # the build's resource limits (builds.backends.limits)
 
-    def command(self, args: tuple[str, ...], *, offline: bool) -> list[str]:
+    def command(self, args: tuple[str, ...], *, namespace: list[str] | None = None) -> list[str]:
+        """The confined buildah command line; `namespace`: None for the worker's network, else a network namespace
+        of its own (`unshare --net`) with this wrapper command before buildah."""
         confinement = ["setpriv", "--pdeathsig", "KILL", "--", "unshare", "--pid", "--mount", "--fork", "--kill-child",
                        "--mount-proc"]  # fmt: skip
+        isolation = [] if namespace is None else ["--net", *namespace]
         return [
-            *confinement, *(["--net"] if offline else []),
+            *self.cgroup.prefix(),  # the build's cgroup, joined before anything starts
+            *confinement, *isolation,
             "buildah", "--root", str(self.work.storage), "--runroot", str(self.work.run), "--storage-driver", "vfs",
             "--registries-conf", str(self.work.registries), "--registries-conf-dir", str(self.work.registries_dir),
             "--short-name-alias-conf", str(self.work.aliases),
@@ -310,14 +328,24 @@ class Session:
         now = time.monotonic()
         return max(0.0, min(POLL_SECONDS, self.deadline - now, self.last_poll + POLL_SECONDS - now))
 
-    def run(self, *args: str, offline: bool = False) -> Finished:
-        """Run one buildah command, its output (stdout and stderr merged) streamed to the log; `offline`: in a
-        network namespace of its own, without any network."""
+    def run(self, *args: str, offline: bool = False, filtered: network.Filter | None = None) -> Finished:
+        """Run one buildah command, its output (stdout and stderr merged) streamed to the log; in a network
+        namespace of its own when `offline` (without any network) or `filtered` (public addresses only)."""
+        link = network.Link(filtered) if filtered is not None else None
+        try:
+            namespace = link.wrapper() if link else [] if offline else None
+            return self.run_command(self.command(args, namespace=namespace), link)
+        finally:
+            if link:
+                link.close()  # slirp4netns, once the build's processes are gone
+
+    def run_command(self, command: list[str], link: network.Link | None) -> Finished:
+        """Run `command`; `link`: the filtered network its namespace is attached to once it exists."""
         output = Output(self.log, secrets=self.secrets)
         try:
             process = subprocess.Popen(
-                self.command(args, offline=offline),
-                stdin=subprocess.DEVNULL,
+                command,
+                stdin=link.stdin if link else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 cwd=self.work.root,
@@ -329,10 +357,11 @@ class Session:
         assert process.stdout is not None
         stopped = ""
         try:
+            stopped = link.attach(process.pid, deadline=self.deadline) if link else ""
             descriptor = process.stdout.fileno()
             os.set_blocking(descriptor, False)
             reading = True
-            while not (stopped := self.stop_reason()):
+            while not stopped and not (stopped := self.stop_reason()):
                 if reading:
                     reading = output.read(descriptor, timeout=self.wait_time())
                 else:
@@ -355,7 +384,8 @@ class Session:
             return failed(finished.reason)
         if finished.status != 0:
             reason = (
-                error_summary(finished.error, secrets=self.secrets)
+                self.cgroup.failure_reason()
+                or error_summary(finished.error, secrets=self.secrets)
                 or f"buildah {step} exited with status {finished.status}"
             )
             return failed(reason, finished.status)
@@ -383,7 +413,9 @@ class BuildahBuilder:
                 return failed(f"The build's work dir could not be prepared: {exc.strerror or exc}")
             secrets = auth_secrets(plan.auth)
             session = Session(job=job, work=work, log=log, should_stop=should_stop, deadline=deadline, secrets=secrets)
-            return self.run(session, plan)
+            with build_cgroup(job.build_id, log=log) as cgroup:
+                session.cgroup = cgroup
+                return self.run(session, plan)
         finally:
             work_dir_remove(work)
 
@@ -405,21 +437,22 @@ class BuildahBuilder:
         options = ["--isolation", "chroot", "--platform", str(job.platform), "--format", "docker"]
         options += ["--cap-drop", ",".join(DROPPED_CAPABILITIES)]
         options += ["--authfile", str(work.auth), "-f", str(work.containerfile)]
-        offline = job.network == NO_NETWORK
-        if offline:
-            session.log(
-                "Network 'none': base images are pulled first, RUN steps have no network, the layer cache is not used\n"
-            )
+        mode = job.network or network.FILTERED
+        session.log(NETWORK_LINES[mode] + "\n")
+        offline, filtered = mode == NO_NETWORK, None
+        if mode == network.FILTERED:
+            if reason := network.tools_missing():
+                return failed(reason)
+            filtered = network.filter_prepare(work.root, job.cache_repository)
+        if mode != HOST_NETWORK:  # bud runs without the worker's network: the base images come first
             for stage_image, platform in plan.parsed.images_with_platforms(job.platform):
                 pulled = session.run("pull", "--platform", str(platform), "--authfile", str(work.auth), stage_image)
                 if (outcome := session.outcome_of(pulled, "pull")) is not None:
                     return outcome
             options.append("--pull=never")
-        elif job.network:
-            options += ["--network", job.network]
         if job.cache_repository and not offline:
             options += ["--layers", "--cache-from", job.cache_repository, "--cache-to", job.cache_repository]
-        built = session.run("bud", *options, "-t", job.target, str(work.context), offline=offline)
+        built = session.run("bud", *options, "-t", job.target, str(work.context), offline=offline, filtered=filtered)
         if (outcome := session.outcome_of(built, "bud")) is not None:
             return outcome
         push = ["push", "--authfile", str(work.auth), "--digestfile", str(work.digest)]

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from pytest_django.fixtures import Settings
 
-from builds.backends import BuildJob, builder
+from builds.backends import BuildJob, BuildOutcome, builder
 from builds.backends.output import Output
 from builds.containerfiles import ContainerfileError, containerfile_checked
 from builds.models import Build
@@ -49,14 +49,6 @@ int main(int argc, char **argv) {
     return 4;
 }
 """
-
-
-# Findings of the attack pass still open (README, closing note): strict, so that a fix must remove the mark.
-OPEN_NETWORK = (
-    "open finding: RUN steps share the worker's network (buildah's chroot isolation knows no other mode); "
-    "WAVE_BUILD_NETWORK=none cuts them off, a filtered network namespace is still to build"
-)
-OPEN_ADD_ENV = "open finding: ADD sources are checked with the Containerfile's own ARG/ENV, not the base image's ENV"
 
 
 @pytest.fixture
@@ -118,17 +110,14 @@ def test_attack_a_run_step_leaves_the_chroot_and_reads_the_workers_files(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN_NETWORK,
-)
 def test_attack_a_run_step_reaches_the_workers_loopback_services(anonymous_image: PushedImage, data_dir: Path) -> None:
     """HIGH. With the default `WAVE_BUILD_NETWORK` ("": buildah's default, which with chroot isolation is the
     worker's own network namespace) a RUN step connects to anything the worker can: Redis (the Celery broker:
     forged tasks, FLUSHALL), Postgres, the web process, other machines' private addresses, the cloud metadata
     address - every SSRF rule checked on `FROM` and `ADD` is moot. A stand-in service on 127.0.0.1 here.
     RUN steps need a network namespace of their own with egress only to public addresses (slirp4netns/pasta
-    plus a deny list of private ranges), or no network by default."""
+    plus a deny list of private ranges), or no network by default. Fixed: the default network is `filtered`
+    (builds.backends.network)."""
     token = f"wave-attack-{uuid.uuid4().hex}"
     received: list[bytes] = []
     with socket.create_server(("127.0.0.1", 0)) as server:
@@ -260,20 +249,16 @@ def test_attack_the_workers_proxy_credentials_reach_run_steps_and_the_public_log
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN_ADD_ENV,
-)
 def test_attack_add_reaches_a_refused_address_named_by_the_base_images_env(
     anonymous_image: PushedImage, data_dir: Path, settings: Settings
 ) -> None:
     """MEDIUM (today RUN reaches it anyway; it matters once RUN steps lose the worker's network, because
     buildah fetches `ADD <url>` itself, in the worker's network). The `ADD` SSRF check expands variables from
-    the Containerfile's own ARG/ENV only; buildah expands them from the base image's ENV too. A base image
-    with `ENV U=http://<refused host>/...` and `ADD $U /x` passes the check and the worker fetches the refused
-    URL. (Redirects and DNS rebinding at fetch time are not checked either.) Refuse `ADD` sources that still
-    hold a variable the parser cannot resolve, or fetch ADD URLs in the service (SSRF-checked at connect time,
-    no redirects to refused addresses) and hand buildah the file."""
+    the Containerfile's own ARG/ENV only; buildah expands them from the base image's ENV too (which even wins
+    over the Containerfile's ARG). A base image with `ENV U=http://<refused host>/...` and `ADD $U /x` would pass
+    the check and the worker fetch the refused URL: an `ADD` source whose scheme or host a variable the parser
+    cannot resolve may supply is refused before buildah runs. (Redirects and DNS rebinding at fetch time are not
+    checked.)"""
     settings.WAVE_SSRF_ALLOW = ["127.0.0.1"]  # the registry fixtures; "localhost" is not allowed
     hits: list[str] = []
 
@@ -296,12 +281,24 @@ def test_attack_add_reaches_a_refused_address_named_by_the_base_images_env(
         with pytest.raises(ContainerfileError):  # named in the Containerfile, it is refused
             containerfile_checked(f"FROM {anonymous_image.reference}\nADD {url} /m\n")
         host = anonymous_image.registry.host
-        base = make_job(host, f"FROM {anonymous_image.reference}\nENV U={url}\n")
+        base = make_job(host, f"FROM {anonymous_image.reference}\nENV U={url}\n", network="host")
         assert builder().build(base, log=Log(), should_stop=lambda: False).succeeded
         hits.clear()
-        log = run_build(make_job(host, f"FROM {base.target}\nADD $U /m\n"))
+        log = Log()
+        outcome = builder().build(
+            make_job(host, f"FROM {base.target}\nADD $U /m\n", network="host"), log=log, should_stop=lambda: False
+        )
     finally:
         server.shutdown()
         server.server_close()
-    assert "STEP 2/2: ADD $U /m" in log.text  # the check let it through to buildah
+    assert outcome == BuildOutcome(
+        succeeded=False,
+        exit_status=None,
+        digest="",
+        failure_reason=(
+            "ADD source '$U' on line 2 uses a variable the Containerfile does not define ('U'): a URL must be "
+            "spelled out or built from ENV set in the Containerfile"
+        ),
+    )
+    assert log.text == ""  # refused before buildah ran
     assert hits == [], "buildah fetched a URL the SSRF rules refuse"

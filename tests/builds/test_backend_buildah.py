@@ -90,6 +90,27 @@ def processes_mentioning(*needles: str) -> list[str]:
     return found
 
 
+def slirp_children(parent: int) -> list[int]:
+    """The live slirp4netns processes (a filtered build's network) whose parent is `parent`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        state, ppid = rest.split()[:2]
+        if name == "slirp4netns" and state != "Z" and int(ppid) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def zombie_children() -> list[str]:
     """Children of this process that nobody reaped."""
     zombies = []
@@ -104,11 +125,13 @@ def zombie_children() -> list[str]:
 
 
 def assert_nothing_left(data_dir: Path, *markers: str) -> None:
-    """No work dir, no mount below the data dir, no process of the build (by its paths or markers), no zombie."""
+    """No work dir, no mount below the data dir, no process of the build (by its paths or markers), no slirp4netns
+    of ours, no zombie."""
     builds = data_dir / "builds"
     assert not builds.exists() or list(builds.iterdir()) == []
     assert [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(data_dir) in line] == []
     assert processes_mentioning(str(builds), *markers) == []
+    assert slirp_children(os.getpid()) == []
     assert zombie_children() == []
 
 
@@ -188,9 +211,7 @@ def test_without_credentials_the_private_from_image_fails_with_one_line(
     outcome = build(job)
     assert not outcome.succeeded
     assert outcome.exit_status == 125
-    assert outcome.failure_reason.startswith(
-        f"error creating build container: initializing source docker://{basic_image.reference}"
-    )
+    assert outcome.failure_reason.startswith(f"error initializing source docker://{basic_image.reference}")
     assert outcome.failure_reason.endswith("authentication required")
     assert "\n" not in outcome.failure_reason
     with pytest.raises(RuntimeError):
@@ -220,7 +241,7 @@ def test_unknown_from_image_fails_with_one_line(anonymous_image: PushedImage, da
         exit_status=125,
         digest="",
         failure_reason=(
-            f"error creating build container: initializing source docker://{missing}: reading manifest 1 in "
+            f"error initializing source docker://{missing}: reading manifest 1 in "  # the pull before the build
             f"{anonymous_image.registry.host}/library/does-not-exist: manifest unknown: manifest unknown"
         ),
     )
@@ -421,7 +442,7 @@ def test_a_network_chroot_isolation_cannot_give_is_refused_at_once(
     job = make_job(anonymous_image.registry.host, f"FROM {anonymous_image.reference}\n", network="private")
     outcome = build(job)
     assert outcome.failure_reason == (
-        "Build network 'private' is not supported by buildah with chroot isolation: use 'host' or 'none'"
+        "Build network 'private' is not supported by buildah with chroot isolation: use 'filtered', 'host' or 'none'"
     )
     assert not (data_dir / "builds").exists()
 
@@ -490,13 +511,15 @@ def test_a_worker_killed_mid_build_takes_its_build_along_and_the_sweep_removes_t
         if line == "running\n":
             break
     assert processes_mentioning("sleep 65") != []
+    [slirp] = slirp_children(worker.pid)  # the default network, filtered
     worker.kill()
     worker.wait()
     worker.stdout.close()
     deadline = time.monotonic() + 5
-    while processes_mentioning("sleep 65", str(data_dir)) and time.monotonic() < deadline:
+    while (processes_mentioning("sleep 65", str(data_dir)) or alive(slirp)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_mentioning("sleep 65", str(data_dir)) == []
+    assert not alive(slirp)  # its --exit-fd closed with the worker
     [left] = (data_dir / "builds").iterdir()  # nobody removed it: the sweep does
 
     assert work_dirs_sweep(older_than=3600) == []  # a recent one may be another worker's running build

@@ -15,6 +15,7 @@ from builds.containerfiles import (
     containerfile_check,
     containerfile_parse,
     expand,
+    expand_known,
     from_images,
 )
 from registry.client import Credentials
@@ -173,7 +174,7 @@ def test_containerfile_check_refuses_a_private_from_host_naming_how_to_allow_it(
         ("FROM scratch\nADD http://169.254.169.254/latest/meta-data/ /meta\n",
          "ADD source in the Containerfile refused: Destination '169.254.169.254' is not allowed: "
          "it resolves to a private or local address (set WAVE_SSRF_ALLOW=169.254.169.254 to allow it)"),
-        ("FROM scratch\nARG URL=http://10.1.2.3:8080/secret\nADD [\"${URL}\", \"/s\"]\n",
+        ("FROM scratch\nENV URL=http://10.1.2.3:8080/secret\nADD [\"${URL}\", \"/s\"]\n",
          "ADD source in the Containerfile refused: Destination '10.1.2.3' is not allowed: "
          "it resolves to a private or local address (set WAVE_SSRF_ALLOW=10.1.2.3 to allow it)"),
     ],
@@ -183,6 +184,105 @@ def test_containerfile_check_refuses_every_image_and_fetch_destination(settings,
     with pytest.raises(ContainerfileError) as raised:
         containerfile_check(container_file)
     assert raised.value.message == message
+
+
+UNDEFINED = "a URL must be spelled out or built from ENV set in the Containerfile"
+
+
+@pytest.mark.parametrize(
+    ("add", "message"),
+    [
+        ("ADD $U /m",
+         f"ADD source '$U' on line 2 uses a variable the Containerfile does not define ('U'): {UNDEFINED}"),
+        ('ADD ["${U}", "/m"]',
+         f"ADD source '${{U}}' on line 2 uses a variable the Containerfile does not define ('U'): {UNDEFINED}"),
+        ("ADD ${U:-http://example.com/x} /m",
+         "ADD source '${U:-http://example.com/x}' on line 2 uses a variable the Containerfile does not define ('U'): "
+         f"{UNDEFINED}"),
+        ("ADD ${U#x} /m", f"ADD source '${{U#x}}' on line 2 uses a variable the Containerfile does not define ('U'): "
+         f"{UNDEFINED}"),
+        ("ADD h$TTP /m", f"ADD source 'h$TTP' on line 2 uses a variable the Containerfile does not define ('TTP'): "
+         f"{UNDEFINED}"),
+        ("ADD http://$HOST/x /m",
+         "ADD source 'http://$HOST/x' on line 2 uses a variable the Containerfile does not define ('HOST'): "
+         f"{UNDEFINED}"),
+        ("ADD HTTPS://x.${DOMAIN}/x /m",
+         "ADD source 'HTTPS://x.${DOMAIN}/x' on line 2 uses a variable the Containerfile does not define ('DOMAIN'): "
+         f"{UNDEFINED}"),
+        ("ADD https://example.com$PORT/x /m",
+         "ADD source 'https://example.com$PORT/x' on line 2 uses a variable the Containerfile does not define "
+         f"('PORT'): {UNDEFINED}"),
+        ("ADD git@$GIT:org/repo.git /src",
+         f"ADD source 'git@$GIT:org/repo.git' on line 2 uses a variable the Containerfile does not define ('GIT'): "
+         f"{UNDEFINED}"),
+        ("ENV BASE=$MIRROR/files\nADD $BASE/x /m",
+         f"ADD source '$BASE/x' on line 3 uses a variable the Containerfile does not define ('MIRROR'): {UNDEFINED}"),
+        ("ARG URL=https://example.com/file\nADD $URL /m",
+         "ADD source '$URL' on line 3 takes its scheme or host from ARG 'URL', which the base image's ENV "
+         f"overrides: {UNDEFINED}"),
+        ("ARG HOST=example.com\nENV URL=https://$HOST/file\nADD $URL /m",
+         "ADD source '$URL' on line 4 takes its scheme or host from ARG 'HOST', which the base image's ENV "
+         f"overrides: {UNDEFINED}"),
+        ("ENV URL=https://example.com/\nFROM scratch\nADD $URL /m",  # another stage's ENV is not this one's
+         f"ADD source '$URL' on line 4 uses a variable the Containerfile does not define ('URL'): {UNDEFINED}"),
+    ],
+)  # fmt: skip
+def test_add_source_whose_scheme_or_host_the_base_images_env_may_set_is_refused(
+    settings, add: str, message: str
+) -> None:
+    """buildah expands ADD sources with the base image's ENV too (which wins over the Containerfile's ARG): the
+    check cannot know such a URL's host, so it refuses it, before any lookup."""
+    settings.WAVE_SSRF_ALLOW = []
+    with pytest.raises(ContainerfileError) as raised:
+        containerfile_check(f"FROM scratch\n{add}\n")
+    assert raised.value.message == message
+    assert "\n" not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "add",
+    [
+        "ADD https://example.com/releases/v${VERSION}/tool-$ARCH.tgz /t",  # a variable in the URL's path
+        "ADD https://example.com?$QUERY /t",
+        "ADD git@github.com:$ORG/repo.git /src",
+        "ADD files/$NAME /f",  # a context path
+        "ADD ./$NAME /f",
+        "ADD app-$VERSION.tgz /f",
+        "ENV URL=https://example.com/files\nADD $URL/$NAME /f",  # the stage's own ENV wins over the base image's
+        "ENV HOST=example.com\nARG HOST=10.0.0.1\nADD https://$HOST/x /f",
+        "ADD \\$U /f",  # no variable: a file named `$U`
+    ],
+)
+def test_add_source_with_a_spelled_out_scheme_and_host_is_left_to_the_ssrf_check(add: str) -> None:
+    parsed = containerfile_parse(f"FROM scratch\n{add}\n")
+    assert parsed.unresolved == ()
+
+
+def test_env_and_arg_values_use_the_variables_from_before_the_instruction() -> None:
+    """As buildah expands them: `ENV A=new B=$A` gives B the earlier A, so the URL checked is the one fetched."""
+    container_file = (
+        "FROM scratch\nENV A=http://10.0.0.1/ \nENV A=http://example.com/ B=$A\nADD $B /m\n"
+        "ARG C=http://example.org/ D=${C}x\nADD https://example.net/$D /n\n"
+    )
+    parsed = containerfile_parse(container_file)
+    assert parsed.urls == ("http://10.0.0.1/", "https://example.net/x")
+    assert parsed.unresolved == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$A", "1"),
+        ("${A:-w}${E:-w}${E:+w}${A:+w}", "1ww"),
+        ("$U/x", "\0U\0/x"),
+        ("${U:-word}", "\0U\0"),
+        ("${A:-$U}", "\0A\0"),  # buildah expands the word too
+        ("${U%x}$9", "\0U\0\09\0"),
+        ("\\$U", "$U"),
+    ],
+)
+def test_expand_known_marks_what_the_base_image_may_set(text: str, expected: str) -> None:
+    assert expand_known(text, {"A": "1", "E": ""}) == expected
 
 
 def test_containerfile_check_trusts_the_services_own_registries(settings) -> None:
