@@ -152,9 +152,9 @@ def test_a_worker_killed_mid_download_loses_no_layer(
             request_body(anonymous_image, [(first, first_url)]),
             request_body(anonymous_image, [(first, first_url), (second, second_url)]),  # joins the first download
         ])  # fmt: skip
-        claimed = wait_for(
+        claimed = wait_for(  # the worker's start is slow on a loaded machine (two test processes, buildah)
             lambda: [row[7] for row in site.layers() if row[4] == first_url and row[5] == "running"],
-            timeout=30, what="the first download to be claimed",
+            timeout=90, what="the first download to be claimed",
         )  # fmt: skip
         assert isinstance(claimed, list)
         time.sleep(1)  # inside the server's 3 s pause: mid-download
