@@ -46,7 +46,7 @@ def build_ids(builds: list[Build]) -> str:
 @admin.register(Build)
 class BuildAdmin(ReadOnlyAdmin):
     list_display = ("build_id", "state_badge", "duration_shown", "target", "caller", "created")
-    list_filter = ("state", "platform", "created_at")
+    list_filter = ("state", "kind", "platform", "created_at")
     date_hierarchy = "created_at"
     search_fields = ("=build_id", "=container_id", "^target_image", "user_name")
     search_help_text = (
@@ -140,6 +140,9 @@ class BuildAdmin(ReadOnlyAdmin):
         for build in builds:
             if build.is_active:
                 refused.append(f"{build.build_id} is still {build.state}")
+                continue
+            if build.kind == Build.Kind.MIRROR:
+                refused.append(f"{build.build_id} is a mirror (the next identical request copies it again)")
                 continue
             try:
                 new = build_rebuild(build=build)

@@ -1,4 +1,5 @@
-"""Examples shown in the OpenAPI document for the build API: a build queued, running, succeeded and failed."""
+"""Examples shown in the OpenAPI document for the build API: a build queued, running, succeeded and failed; a
+Conda lock."""
 
 from __future__ import annotations
 
@@ -78,3 +79,17 @@ LOG_EXAMPLE = OpenApiExample(
 )
 
 NOT_FOUND_EXAMPLE = error_example("unknown build", 404, f"Unknown build id '{BUILD_ID}'")
+
+CONDA_LOCK_EXAMPLE = OpenApiExample(
+    "conda lock",
+    response_only=True,
+    media_type="text/plain",
+    status_codes=["200"],
+    value="# This file may be used to create an environment using:\n"
+    "# $ conda create --name <env> --file <this file>\n"
+    "# platform: linux-64\n"
+    "@EXPLICIT\n"
+    "https://conda.anaconda.org/conda-forge/linux-64/_libgcc_mutex-0.1-conda_forge.tar.bz2#d7c89558ba9fa0495403155b64376d81\n"
+    "https://conda.anaconda.org/bioconda/linux-64/samtools-1.17-h00cdaf9_0.tar.bz2#3d5d2b6e0e2ff6b4b0d0ae3e4c39fb57\n",
+)
+NO_CONDA_LOCK_EXAMPLE = error_example("no conda lock", 404, f"No Conda lock for build '{BUILD_ID}'")

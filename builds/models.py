@@ -21,10 +21,18 @@ class Build(models.Model):
         FAILED = "failed", "failed"
         CANCELLED = "cancelled", "cancelled"
 
+    class Kind(models.TextChoices):
+        BUILD = "build", "build"
+        MIRROR = "mirror", "mirror"  # an image copied to the build repository as it is (builds.mirrors)
+
     ACTIVE = (State.PENDING, State.RUNNING)
     FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
     build_id = models.CharField(max_length=64, unique=True, help_text="bd-{containerId}_{n}.")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.BUILD, db_index=True)
+    source_image = models.CharField(
+        max_length=1024, blank=True, help_text="A mirror's source image (empty for a build)."
+    )
     container_id = models.CharField(max_length=16, db_index=True, help_text="SipHash of the build's inputs.")
     number = models.PositiveIntegerField(help_text="n: the builds of this containerId so far, this one included.")
     target_image = models.CharField(max_length=1024, db_index=True, help_text="{repository}:{containerId}.")
@@ -34,6 +42,9 @@ class Build(models.Model):
     container_file = models.TextField(help_text="The Containerfile built.")
     conda_file = models.TextField(blank=True)
     spack_file = models.TextField(blank=True)
+    conda_lock = models.TextField(
+        blank=True, help_text="The explicit Conda lock the build printed into its log (Conda recipes), once it ran."
+    )
     context_digest = models.CharField(
         max_length=80, blank=True, help_text="gzip digest of the build context layer (blob store), if any."
     )

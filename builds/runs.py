@@ -25,8 +25,13 @@ from django.db import connections
 from builds.backends import builder
 from builds.backends.base import BuildJob, BuildOutcome
 from builds.backends.buildah import work_dirs_sweep
-from builds.logs import build_log_append
+from builds.freeze import freeze_context, freeze_layer_missing
+from builds.logs import build_log_append, build_log_text
 from builds.models import Build
+from builds.recipes import conda_lock_extract
+from builds.recipes.conda import ENVIRONMENT_FILE
+from builds.recipes.lock import LOCK_START
+from builds.recipes.spack import SPACK_FILE
 from builds.services import build_claim, build_finish, build_give_back, build_heartbeat, tower_context_of
 from credentials.lookups import tower_registry_credentials
 from credentials.policy import is_service_repository, repository_host
@@ -113,26 +118,58 @@ def build_credentials(build: Build) -> CredentialsLookup:
     return lookup
 
 
+def recipe_files(build: Build) -> dict[str, bytes]:
+    """The files a recipe build's Containerfile COPYs from its context (builds.recipes), from the recipe text kept
+    in its row: the worker needs no disk shared with the web process that generated them."""
+    files = {}
+    if build.conda_file:
+        files[ENVIRONMENT_FILE] = build.conda_file.encode()
+    if build.spack_file:
+        files[SPACK_FILE] = build.spack_file.encode()
+    return files
+
+
 @contextmanager
 def build_context(build: Build) -> Iterator[Path | None]:
     """The build context: the request's `buildContext` layer (verified when it was stored) unpacked in a
-    folder of its own, removed afterwards; None for an empty context."""
-    if not build.context_digest:
+    folder of its own, then a recipe's files written into it; removed afterwards. None for an empty context."""
+    recipes = recipe_files(build)
+    if not build.context_digest and not recipes:
         yield None
         return
     # Beside the builds' work dirs: swept with them if a killed worker leaves it (builds.backends.buildah).
     with tempfile.TemporaryDirectory(prefix=f"{build.build_id}-context-", dir=_scratch_root()) as folder:
-        with blob_open(blob_key(build.context_digest)) as handle, tarfile.open(fileobj=handle, mode="r|gz") as archive:
-            unpacked = 0
-            limit = settings.WAVE_LAYER_DOWNLOAD_MAX_BYTES
-            for entries, member in enumerate(archive, start=1):  # streamed: refused before passing the bound
-                unpacked += member.size if member.isfile() else 0
-                if unpacked > limit or entries > CONTEXT_MAX_ENTRIES:
-                    raise ContextRefused(
-                        f"The build context unpacks to more than {limit} bytes or {CONTEXT_MAX_ENTRIES} entries"
-                    )
-                archive.extract(member, folder, filter="data")  # no links out, no devices, no absolute paths
+        if build.context_digest:
+            _context_unpack(build.context_digest, into=folder)
+        for name, data in recipes.items():  # the recipe wins over a file of the same name in the layer
+            path = Path(folder) / name
+            path.unlink(missing_ok=True)  # a link the layer left there is replaced, never followed
+            path.write_bytes(data)
         yield Path(folder)
+
+
+def _context_unpack(gzip_digest: str, *, into: str) -> None:
+    with blob_open(blob_key(gzip_digest)) as handle, tarfile.open(fileobj=handle, mode="r|gz") as archive:
+        unpacked = 0
+        limit = settings.WAVE_LAYER_DOWNLOAD_MAX_BYTES
+        for entries, member in enumerate(archive, start=1):  # streamed: refused before passing the bound
+            unpacked += member.size if member.isfile() else 0
+            if unpacked > limit or entries > CONTEXT_MAX_ENTRIES:
+                raise ContextRefused(
+                    f"The build context unpacks to more than {limit} bytes or {CONTEXT_MAX_ENTRIES} entries"
+                )
+            archive.extract(member, into, filter="data")  # no links out, no devices, no absolute paths
+
+
+def conda_lock_keep(*, build: Build, claim: str) -> str:
+    """The Conda lock a build printed (recipes whose Containerfile prints one), kept in its row while this claim
+    holds it; the lock ("" when none)."""
+    if LOCK_START not in build.container_file:
+        return ""  # no need to read the log back
+    lock = conda_lock_extract(build_log_text(build=build))
+    if lock:
+        Build.objects.filter(pk=build.pk, claimed_by=claim, state=Build.State.RUNNING).update(conda_lock=lock)
+    return lock
 
 
 class ContextRefused(Exception):
@@ -150,7 +187,7 @@ def _scratch_root() -> Path:
 def build_run(*, build_pk: int) -> str:
     """Claim, build, finish; the state left."""
     sweep_dead_work_dirs()
-    waiting_for = _context_missing(build_pk)
+    waiting_for = _context_missing(build_pk) or _freeze_layer_missing(build_pk)
     if waiting_for:
         logger.info("build %d waits for its build context %s", build_pk, waiting_for)
         return _state_of(build_pk)  # sent again once the context arrives (build_context_settled) or by the reaper
@@ -163,7 +200,10 @@ def build_run(*, build_pk: int) -> str:
     give_back = functools.partial(build_give_back, build_pk=build_pk, claim=claim)
     try:
         with (
-            build_context(build) as context,
+            build_context(build) as unpacked,
+            freeze_context(
+                build.container_file, unpacked, repository=build.repository, scratch=_scratch_root()
+            ) as context,
             heartbeat(beat, every=settings.WAVE_BUILD_HEARTBEAT, give_back=give_back) as lost,
         ):
             job = BuildJob(
@@ -189,6 +229,10 @@ def build_run(*, build_pk: int) -> str:
     except Exception as exc:  # noqa: BLE001 - a claimed build must end with a reason; the traceback goes to the log
         outcome = _failed(f"Build failed: {unexpected_error_message(exc)}")
     sink.close()
+    try:
+        conda_lock_keep(build=build, claim=claim)
+    except Exception as exc:  # noqa: BLE001 - a lock that cannot be read back must not change the build's outcome
+        logger.warning("build %s: Conda lock not kept (%s)", build.build_id, type(exc).__name__)
     if not outcome.succeeded:
         logger.warning("build %s failed: %s", build.build_id, outcome.failure_reason)
     finished = build_finish(
@@ -204,6 +248,12 @@ def _context_missing(build_pk: int) -> str:
     """The digest of the build context this build still waits for ("" when it has none or it is stored)."""
     digest = Build.objects.filter(pk=build_pk).values_list("context_digest", flat=True).first() or ""
     return digest if digest and not blob_exists(blob_key(digest)) else ""
+
+
+# --- Freeze (builds.freeze): the sealed layers of a freeze Containerfile are in the blob store before it runs.
+def _freeze_layer_missing(build_pk: int) -> str:
+    row = Build.objects.filter(pk=build_pk).values_list("container_file", "repository").first()
+    return freeze_layer_missing(row[0], repository=row[1]) if row is not None else ""
 
 
 def sweep_dead_work_dirs() -> None:

@@ -24,6 +24,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from builds.access import build_images_check, same_scope
+from builds.freeze import freeze_waiting
 from builds.models import Build
 from builds.naming import build_id, container_id, target_image
 from credentials.callers import Caller
@@ -52,17 +53,19 @@ class BuildRequest:
     spack_file: str = ""
     cache_repository: str = ""
     context_digest: str = ""
+    target_image: str = ""  # a recipe build's name (builds.naming.recipe_target_image); "" for the plain one
 
     @property
     def container_id(self) -> str:
+        # The recipe copied from the context (conda.yml or spack.yaml) is the containerId's `condaFile` input.
         return container_id(
-            container_file=self.container_file, conda_file=self.conda_file or None, platform=self.platform,
-            repository=self.repository, build_context=self.context_digest or None,
+            container_file=self.container_file, conda_file=self.conda_file or self.spack_file or None,
+            platform=self.platform, repository=self.repository, build_context=self.context_digest or None,
         )  # fmt: skip
 
     @property
     def target(self) -> str:
-        return target_image(repository=self.repository, container_id=self.container_id)
+        return self.target_image or target_image(repository=self.repository, container_id=self.container_id)
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,8 @@ def build_enqueue(*, build_pk: int) -> None:
 def build_context_settled(*, gzip_digest: str, failure_reason: str = "") -> int:
     """A build context layer was fetched (or failed): send the pending builds waiting for it, or fail them with
     the download's reason; the number of builds concerned."""
-    waiting = Build.objects.filter(state=State.PENDING, context_digest=gzip_digest)
+    # Freeze builds wait for the layers their Containerfile adds the same way (builds.freeze).
+    waiting = Build.objects.filter(Q(context_digest=gzip_digest) | freeze_waiting(gzip_digest), state=State.PENDING)
     if not failure_reason or blob_exists(blob_key(gzip_digest)):  # another URL may have brought the same bytes
         pks = list(waiting.values_list("pk", flat=True))
         for pk in pks:
@@ -271,7 +275,7 @@ def build_rebuild(*, build: Build) -> Build:
     request = BuildRequest(
         container_file=build.container_file, platform=build.platform, repository=build.repository,
         conda_file=build.conda_file, spack_file=build.spack_file, cache_repository=build.cache_repository,
-        context_digest=build.context_digest,
+        context_digest=build.context_digest, target_image=build.target_image,
     )  # fmt: skip
     caller = Caller(ip=build.client_ip, user_id=build.user_id, user_name=build.user_name, email=build.user_email,
                     tower_endpoint=build.tower_endpoint)  # fmt: skip

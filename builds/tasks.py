@@ -11,6 +11,8 @@ import logging
 
 from celery import shared_task
 
+from builds.mirrors.runs import mirror_run
+from builds.models import Build
 from builds.runs import build_run
 from builds.services import Reaped, build_reap
 from wave_site.jobs import outage_logged
@@ -22,7 +24,9 @@ logger = logging.getLogger(__name__)
 def build_run_task(build_pk: int) -> str:
     state = "unknown"
     with outage_logged(f"build {build_pk} not run", then="the reaper sends it again"):
-        state = build_run(build_pk=build_pk)
+        # Mirrors are rows of builds too (builds.mirrors): the same task, queue and reaper run them.
+        is_mirror = Build.objects.filter(pk=build_pk, kind=Build.Kind.MIRROR).exists()
+        state = mirror_run(build_pk=build_pk) if is_mirror else build_run(build_pk=build_pk)
     return state
 
 

@@ -20,7 +20,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from builds.api_examples import LOG_EXAMPLE, NOT_FOUND_EXAMPLE, RECORD_EXAMPLES, STATUS_EXAMPLES
+from builds.api_examples import (
+    CONDA_LOCK_EXAMPLE,
+    LOG_EXAMPLE,
+    NO_CONDA_LOCK_EXAMPLE,
+    NOT_FOUND_EXAMPLE,
+    RECORD_EXAMPLES,
+    STATUS_EXAMPLES,
+)
 from builds.logs import build_log_text
 from builds.models import Build
 from builds.selectors import build_get, build_status_name
@@ -44,6 +51,10 @@ ERRORS = {
     ),
 }
 ERROR_EXAMPLES = [NOT_FOUND_EXAMPLE, *SERVICE_ERROR_EXAMPLES]
+CONDA_LOCK_ERRORS = {
+    **ERRORS,
+    404: OpenApiResponse(ErrorMessageSerializer, description="Unknown build id, or a build without a Conda lock."),
+}
 
 
 def existing_build(build_id: str) -> Build:
@@ -127,6 +138,35 @@ class BuildLogView(APIView):
         return HttpResponse(build_log_text(build=build), content_type="text/plain; charset=utf-8", headers=headers)
 
 
+class BuildCondaLockView(APIView):
+    authentication_classes: list[type] = []
+    content_negotiation_class = AnyAcceptNegotiation
+
+    @extend_schema(
+        operation_id="build_conda_lock",
+        summary="The Conda lock of a build, as plain text",
+        description="The explicit lock (`micromamba env export --explicit`) a Conda recipe build printed between "
+        "`>> CONDA_LOCK_START` and `<< CONDA_LOCK_END`: one package URL a line. Kept once the build ended; 404 "
+        "for an unknown build and for one without a lock (not a Conda build, still running, or failed before "
+        "the lock was printed).",
+        parameters=[BUILD_ID_PARAMETER],
+        responses={
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="The lock (UTF-8)."),
+            **{(status, "application/json"): response for status, response in CONDA_LOCK_ERRORS.items()},
+        },
+        examples=[CONDA_LOCK_EXAMPLE, NO_CONDA_LOCK_EXAMPLE, *ERROR_EXAMPLES],
+        tags=["builds"],
+    )
+    def get(self, request: Request, build_id: str) -> HttpResponse:
+        build = existing_build(build_id)
+        if not build.conda_lock:
+            raise UnknownResource(f"No Conda lock for build '{build_id}'")
+        disposition = f'inline; filename="conda-env-{build.build_id}.lock"'
+        return HttpResponse(
+            build.conda_lock, content_type="text/plain; charset=utf-8", headers={"Content-Disposition": disposition}
+        )
+
+
 # --- the page ------------------------------------------------------------------------------------
 
 
@@ -166,5 +206,6 @@ def build_page(request: HttpRequest, build_id: str) -> HttpResponse:
         "record_url": reverse("build-record", args=[build.build_id]),
         "status_url": reverse("build-status", args=[build.build_id]),
         "logs_url": reverse("build-logs", args=[build.build_id]),
+        "conda_lock_url": reverse("build-conda-lock", args=[build.build_id]),
     }
     return render(request, "builds/build.html", context)

@@ -15,8 +15,8 @@ import httpx
 from cryptography.fernet import InvalidToken
 from django.conf import settings
 
-from credentials.lookups import CredentialsRefused, CredentialsUnavailable
-from credentials.policy import connect_check, destination_check
+from credentials.lookups import CredentialsRefused, CredentialsUnavailable, tower_registry_credentials
+from credentials.policy import connect_check, destination_check, repository_host
 from credentials.provider import credentials_lookup, service_credentials
 from credentials.secrets import seal, unseal
 from credentials.sessions import TowerContext
@@ -31,6 +31,7 @@ from registry.client import (
 from registry.ssrf import DestinationRefusedError, guarded_transport
 from wave_site.cache import shared_cache
 from wave_site.errors import OUTAGE_RETRY_AFTER, InvalidRequest, TemporarilyUnavailable
+from wave_site.redact import redact_url
 
 
 @functools.cache
@@ -84,3 +85,22 @@ def registry_errors_answered(shown_name: str) -> Iterator[None]:
         raise InvalidRequest(f"Container image '{shown_name}' does not exist or access is not authorized") from None
     except RegistryError as exc:
         raise TemporarilyUnavailable(exc.message, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)}) from None
+
+
+def push_login_check(repository: str, *, tower: TowerContext, purpose: str) -> None:
+    """The caller's Tower account has a login for the repository's registry, and the registry accepts it
+    (InvalidRequest saying which is missing; `purpose` completes "add them to ...")."""
+    host = repository_host(repository)
+    shown = redact_url(repository)
+    with registry_errors_answered(shown):
+        credentials = tower_registry_credentials(context=tower, registry=host)
+        if credentials is None:
+            raise InvalidRequest(
+                f"Container build repository '{shown}': no credentials for registry '{host}' in your Tower account "
+                f"- add them to {purpose}"
+            )
+        is_valid = registry_client().login(host, credentials)
+    if not is_valid:
+        raise InvalidRequest(
+            f"Container build repository '{shown}': registry '{host}' refuses the credentials of your Tower account"
+        )

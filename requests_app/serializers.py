@@ -152,6 +152,9 @@ class ContainerRequestV1InputSerializer(InputSerializer):
         help_text="Tower workspace whose registry credentials apply; the personal workspace when omitted.",
     )
     packages = serializers.JSONField(required=False, allow_null=True, help_text="v2 only: refused on v1.")
+    freeze = serializers.BooleanField(
+        required=False, default=False, help_text="Push the result to `buildRepository` instead of serving it."
+    )
 
 
 class ContainerRequestV2InputSerializer(ContainerRequestV1InputSerializer):
@@ -162,9 +165,6 @@ class ContainerRequestV2InputSerializer(ContainerRequestV1InputSerializer):
         allow_null=True,
         error_messages=NO_ECHO_CHOICE,
         help_text="How a built image is named in the build repository.",
-    )
-    freeze = serializers.BooleanField(
-        required=False, default=False, help_text="Push the result to `buildRepository` instead of serving it."
     )
     dryRun = serializers.BooleanField(
         required=False, default=False, help_text="Validate and check only; store nothing."
@@ -204,15 +204,36 @@ class NotFrozenField(serializers.BooleanField):
         return False
 
 
+class FrozenOnlyField(serializers.BooleanField):
+    """v1 `freeze`: shown only for a freeze answer (v1 answers have no such field otherwise)."""
+
+    def to_representation(self, value: Any) -> Any:
+        return True if value else None
+
+
+class MirrorOnlyField(serializers.BooleanField):
+    """v2 `mirror`: shown only for a mirror answer (requests_app.mirror), true."""
+
+    def to_representation(self, value: Any) -> Any:
+        return True if value else None
+
+
 class ContainerTokenV1ResponseSerializer(OutputSerializer):
-    containerToken = serializers.CharField(source="request.token", help_text="12 lowercase hex characters.")
+    containerToken = serializers.CharField(
+        source="request.token", required=False, help_text="12 lowercase hex characters; not for a freeze."
+    )
     targetImage = serializers.CharField(
         source="request.target_image", help_text="`<server>/wt/<token>/<path>:<tag>`, pullable by any client."
     )
-    expiration = InstantField(source="request.expires_at", help_text="When the token stops authorising pulls.")
+    expiration = InstantField(
+        source="request.expires_at", required=False, help_text="When the token stops pulls; not for a freeze."
+    )
     containerImage = serializers.CharField(source="source", help_text="The normalised source image.")
     buildId = serializers.CharField(
         source="request.build_id", required=False, help_text="Present when a build was started or joined."
+    )
+    freeze: serializers.BooleanField = FrozenOnlyField(
+        source="is_frozen", required=False, help_text="Present, true, when the image was pushed to `buildRepository`."
     )
 
 
@@ -240,6 +261,11 @@ class ContainerTokenV2ResponseSerializer(ContainerTokenV1ResponseSerializer):
     detailsUri = serializers.CharField(
         source="details_uri", required=False, help_text="With a buildId: the build's page (state, live log)."
     )
+    mirror = MirrorOnlyField(
+        source="is_mirror", required=False,
+        help_text="Present, true, for a mirror: `targetImage` is the copy in `buildRepository` and `buildId` the "
+        "mirror's id (`/v1alpha1/mirrors/{id}`).",
+    )  # fmt: skip
 
 
 class ContainerLayerOutputSerializer(OutputSerializer):

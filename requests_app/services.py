@@ -7,6 +7,7 @@ what needs the network: layer hosts (SSRF), `data:` payloads, the source image a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -19,12 +20,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from builds.containerfiles import ContainerfileError, containerfile_check
+from builds.naming import recipe_target_image
+from builds.recipes import GeneratedBuild, RecipeError, recipe_containerfile
 from builds.selectors import build_page_url
 from builds.services import BuildAnswer, BuildRequest, build_create_or_join
 from credentials.callers import Caller
 from credentials.clients import registry_client_with
 from credentials.policy import destination_check, is_service_repository, repository_host, url_destination_check
 from credentials.sessions import TowerContext, tower_caller_identify, tower_sessions_purge
+from registry.platform import Platform
 from registry.reference import ImageReference, parse_image
 from registry.ssrf import DestinationRefusedError
 from requests_app.downloads import layer_download_cap_check, layer_download_create_or_join_all
@@ -43,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 class BuildsUnavailable(FeatureUnavailable):
-    """Builds (containerFile, conda, spack, packages, freeze, mirror) are not offered yet."""
+    """Freeze and mirror are not offered yet."""
 
 
 def new_token() -> str:
@@ -134,6 +138,14 @@ def container_request_create(*, spec: ContainerRequestSpec, caller: Caller) -> A
             ip=caller.ip, endpoint=spec.tower.endpoint, workspace_id=spec.tower.workspace_id,
             access_token=spec.tower.access_token, refresh_token=spec.tower.refresh_token or "",
         )  # fmt: skip
+    if spec.build is not None and spec.build.mirror:
+        from requests_app.mirror import mirror_request_create  # it builds on this module's checks
+
+        return mirror_request_create(spec, spec.build, caller=caller, tower=tower)
+    if spec.build is not None and spec.build.freeze and not spec.build.mirror:
+        from requests_app.freeze import freeze_request_create  # it builds on this module's checks
+
+        return freeze_request_create(spec, spec.build, caller=caller, tower=tower)
     if spec.build is not None:
         return _build_request_create(spec, spec.build, caller=caller, tower=tower)
     ref = spec.image
@@ -214,12 +226,11 @@ def _build_request_create(
 ) -> Accepted:
     """A request for a built image: the Containerfile and repositories checked, the build created or joined
     (none when its target already exists), the request stored with the build's target as its source."""
-    if build.conda_file or build.spack_file or build.packages or build.freeze or build.mirror:
-        raise BuildsUnavailable(
-            "Conda, Spack and package builds, freeze and mirror are not available on this service yet "
-            "- send a containerFile"
-        )
-    assert build.container_file is not None  # a build without recipes is a containerFile build
+    if build.freeze or build.mirror:
+        raise BuildsUnavailable("Freeze and mirror are not available on this service yet - leave them out")
+    generated = _recipe_generate(build, platform=spec.platform)
+    container_file = generated.container_file if generated is not None else build.container_file
+    assert container_file is not None  # a build without recipes is a containerFile build
     layers = _layer_specs(spec.config.layers)  # applied by the proxy to the built image, as to any image
     context = _layer_specs((build.build_context,))[0] if build.build_context else None
     repository = build.build_repository or settings.WAVE_BUILD_REPO
@@ -234,13 +245,16 @@ def _build_request_create(
             _check_repository_owner(value, label=label, tower=tower)
 
     try:
-        containerfile_check(build.container_file, platform=spec.platform)
+        containerfile_check(container_file, platform=spec.platform)
     except ContainerfileError as exc:
         raise InvalidRequest(exc.message) from None
     request = BuildRequest(
-        container_file=build.container_file, platform=str(spec.platform), repository=repository,
+        container_file=container_file, platform=str(spec.platform), repository=repository,
         cache_repository=cache_repository, context_digest=context.gzip_digest if context is not None else "",
     )  # fmt: skip
+    if generated is not None:
+        request = _recipe_request(request, generated, spack=build.spack_file is not None,
+                                  name_strategy=build.name_strategy)  # fmt: skip
     ref = parse_image(request.target)
     if spec.dry_run:
         return Accepted(request=None, source=ref)
@@ -256,6 +270,34 @@ def _build_request_create(
             layer_download_create_or_join_all(layers=[context], stored=stored, client=caller.rate_limit_key)
     row = _store_request(spec, ref, caller=caller, tower=tower, layers=layers, stored=stored, build_id=answer.build_id)
     return Accepted(request=row, source=ref, build=answer)
+
+
+def _recipe_generate(build: BuildSpec, *, platform: Platform) -> GeneratedBuild | None:
+    """The Containerfile and context files of a recipe build (`condaFile`, `spackFile`, v2 `packages`); None
+    for a plain containerFile build. A recipe that cannot be built is a 400 saying what to fix."""
+    if build.conda_file is None and build.spack_file is None and build.packages is None:
+        return None
+    try:
+        return recipe_containerfile(
+            conda_file=build.conda_file, spack_file=build.spack_file, packages=build.packages,
+            container_file=build.container_file, platform=platform,
+        )  # fmt: skip
+    except RecipeError as exc:
+        raise InvalidRequest(exc.message) from None
+
+
+def _recipe_request(
+    request: BuildRequest, generated: GeneratedBuild, *, spack: bool, name_strategy: str | None
+) -> BuildRequest:
+    """A recipe build: its recipe text kept with the build (the worker writes the context files from it, and it
+    names the containerId), pushed to the name the request's `nameStrategy` gives."""
+    recipe = {"spack_file" if spack else "conda_file": generated.recipe_file or ""}
+    request = dataclasses.replace(request, **recipe)
+    target = recipe_target_image(
+        repository=request.repository, container_id=request.container_id, tools=generated.tools,
+        name_strategy=name_strategy,
+    )  # fmt: skip
+    return dataclasses.replace(request, target_image=target)
 
 
 def _check_repository_owner(repository: str, *, label: str, tower: TowerContext | None) -> None:

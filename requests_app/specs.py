@@ -6,6 +6,7 @@ never read the request body.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,12 +61,13 @@ class TowerSpec:
 
 @dataclass(frozen=True)
 class BuildSpec:
-    """What a build request asks for; recipes are decoded text. Builds are not served yet (501)."""
+    """What a build request asks for; recipes are decoded text, `packages` the v2 object as sent (builds.recipes
+    reads it)."""
 
     container_file: str | None = None
     conda_file: str | None = None
     spack_file: str | None = None
-    packages: Any = None  # JSON as sent; the builds issue gives it a shape
+    packages: Mapping[str, Any] | None = None  # {"type": "CONDA"|"CRAN", "entries": [...], ...}
     build_repository: str | None = None
     cache_repository: str | None = None
     name_strategy: str | None = None

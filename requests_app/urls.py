@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 
 from requests_app import views
+from requests_app.inspect import views as inspect_views
 from requests_app.oci import views as oci_views
 
 urlpatterns = [
@@ -11,6 +12,7 @@ urlpatterns = [
     path("v1alpha2/container", views.ContainerTokenV2View.as_view(), name="container-v2"),
     path("v1alpha2/container/<str:token>", views.ContainerRecordV2View.as_view(), name="container-v2-record"),
     path("v1alpha2/container/<str:token>/status", views.ContainerStatusV2View.as_view(), name="container-v2-status"),
+    path("v1alpha1/inspect", inspect_views.ContainerInspectView.as_view(), name="container-inspect"),
 ]
 
 # The OCI registry proxy: image names contain slashes, so the name is everything before the last verb.

@@ -118,6 +118,18 @@ def check_build_files(data: Mapping[str, Any]) -> Recipes:
     return Recipes(container_file=container_text, conda_file=conda_text, spack_file=spack_text)
 
 
+def check_packages(value: Any) -> Mapping[str, Any] | None:
+    """v2 `packages`: an object naming its `type` (its entries and options are checked where the recipe is
+    generated, builds.recipes); None when absent or empty."""
+    if not value:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidRequest("Attribute 'packages' must be an object with a 'type' (CONDA or CRAN) and 'entries'")
+    if value.get("type") in (None, ""):
+        raise InvalidRequest("Attribute 'packages.type' is missing: use CONDA or CRAN")
+    return value
+
+
 def check_image(data: Mapping[str, Any]) -> ImageReference | None:
     value = data.get("containerImage")
     if value is None or (value == "" and data.get("containerFile")):
@@ -237,7 +249,7 @@ def container_request_spec(data: Mapping[str, Any], *, api_version: str) -> Cont
             container_file=recipes.container_file,
             conda_file=recipes.conda_file,
             spack_file=recipes.spack_file,
-            packages=data.get("packages"),
+            packages=check_packages(data.get("packages")),
             build_repository=data.get("buildRepository") or None,
             cache_repository=data.get("cacheRepository") or None,
             name_strategy=data.get("nameStrategy"),

@@ -316,3 +316,15 @@ def test_anonymous_cannot_see_builds(client: Client) -> None:
     assert client.post(f"{LIST}{build.pk}/cancel/").status_code == 302
     build.refresh_from_db()
     assert build.state == "running"
+
+
+def test_a_mirror_is_not_rebuilt_and_the_list_filters_by_kind(operator: Client) -> None:
+    mirror = make_build("failed", container_file="", kind=Build.Kind.MIRROR, source_image="example.org/app:1")
+    response = operator.post(LIST, {"action": "rebuild", "_selected_action": [mirror.pk]}, follow=True)
+    assert (
+        f"Not rebuilt: {mirror.build_id} is a mirror (the next identical request copies it again)."
+        in response.content.decode()
+    )
+    assert list(Build.objects.values_list("pk", flat=True)) == [mirror.pk]
+    assert mirror.build_id in listed(operator.get(f"{LIST}?kind=mirror").content.decode())
+    assert listed(operator.get(f"{LIST}?kind=build").content.decode()) == set()

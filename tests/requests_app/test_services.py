@@ -151,10 +151,11 @@ def test_dry_run_of_a_missing_image_is_refused(anonymous_image: PushedImage) -> 
     assert error.value.message == f"Container image '{missing}' does not exist or access is not authorized"
 
 
-def test_a_recipe_build_is_refused_before_anything_is_checked_or_stored(
+def test_a_frozen_recipe_build_is_refused_before_anything_is_checked_or_stored(
     django_capture_on_commit_callbacks: Capture,
 ) -> None:
-    spec = spec_for("docker.io/library/busybox:1", image=None, build=BuildSpec(conda_file="dependencies: [x]"))
+    build = BuildSpec(conda_file="dependencies: [x]", build_repository="127.0.0.1:9/frozen/conda", freeze=True)
+    spec = spec_for("docker.io/library/busybox:1", image=None, build=build)
     with django_capture_on_commit_callbacks() as callbacks, pytest.raises(BuildsUnavailable) as error:
         container_request_create(spec=spec, caller=CALLER)
     assert http_status_of(error.value) == 501

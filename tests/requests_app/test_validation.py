@@ -399,13 +399,11 @@ def test_request_body_too_large(post: Post, settings: Settings) -> None:
     assert_rejected(post(body), "Request body exceeds the maximum allowed size of 2048 bytes", status=413)
 
 
-def test_recipe_builds_are_refused_until_they_are_available(post: Post) -> None:
-    conda = base64.b64encode(b"dependencies: [samtools]\n").decode()
+def test_a_conda_file_is_a_recipe_build_checked_before_anything_is_stored(post: Post) -> None:
+    conda = base64.b64encode(b"dependencies: samtools\n").decode()  # a string, not a list
     assert_rejected(
         post({"condaFile": conda}),
-        "Conda, Spack and package builds, freeze and mirror are not available on this service yet "
-        "- send a containerFile",
-        status=501,
+        "The Conda environment in 'condaFile' has no dependencies: add a 'dependencies' list",
     )
 
 

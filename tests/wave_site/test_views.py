@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -130,9 +129,10 @@ def test_pages_without_trailing_slash_redirect(client: Client, path: str, locati
 
 @pytest.mark.django_db
 def test_refused_build_is_logged_as_a_warning_not_an_error(client: Client, caplog: pytest.LogCaptureFixture) -> None:
-    conda = base64.b64encode(b"dependencies: [samtools]\n").decode()
+    packages = {"type": "CONDA", "entries": ["samtools"]}  # frozen recipe builds: not available yet
+    body = {"packages": packages, "freeze": True, "buildRepository": "127.0.0.1:9/frozen/conda"}
     with caplog.at_level(logging.INFO, logger="django.request"):
-        response = client.post("/container-token", {"condaFile": conda}, content_type="application/json")
+        response = client.post("/v1alpha2/container", body, content_type="application/json")
     assert response.status_code == 501
     records = [r for r in caplog.records if r.name == "django.request"]
     assert [(r.levelname, r.status_code) for r in records] == [("WARNING", 501)]  # type: ignore[attr-defined]

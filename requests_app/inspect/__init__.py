@@ -1,0 +1,1 @@
+"""Inspect an image: `POST /v1alpha1/inspect` (services, serializers, view)."""
