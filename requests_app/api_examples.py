@@ -122,12 +122,6 @@ ERROR_EXAMPLES = [
         "Too many layer downloads in progress for this client (8 queued or running, this request needs 1 more, "
         "at most 8 at once) - retry in 30 seconds",
     ),
-    error_example(
-        "recipe build requested",
-        501,
-        "Conda, Spack and package builds, freeze and mirror are not available on this service yet "
-        "- send a containerFile",
-    ),
     error_example("registry down", 503, "Registry 'quay.io' is unreachable: ConnectTimeout"),
     error_example("Tower down", 503, "Tower at 'https://api.cloud.seqera.io' is unreachable: ConnectTimeout"),
     *SERVICE_ERROR_EXAMPLES,

@@ -1,7 +1,8 @@
 """Freeze (v1 and v2 `freeze: true`): the image built and pushed to the caller's `buildRepository`, answered by
 its own name, with no token (nothing is served through the proxy, so no request row is stored).
 
-A `containerFile` is built as sent; a `containerImage` becomes `FROM <image>`; either gets the request's
+A `containerFile` is built as sent, a recipe (Conda, Spack, CRAN) as generated; a `containerImage` becomes
+`FROM <image>`; each gets the request's
 `containerConfig` applied in the Containerfile (builds.freeze). The layers are fetched and verified by the
 layer downloads, as a build context is: the build waits for them (builds.runs) and is sent once each settles
 (builds.services.build_context_settled). Pushing needs the caller's own login for that registry: a Tower
@@ -34,10 +35,11 @@ from requests_app.models import ContainerRequest
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.services import (
     Accepted,
-    BuildsUnavailable,
     _check_repository_owner,
     _layer_specs,
     _layers_prepare,
+    _recipe_generate,
+    _recipe_request,
 )
 from requests_app.specs import BuildSpec, ContainerRequestSpec
 from wave_site.errors import InvalidRequest
@@ -58,13 +60,16 @@ def freeze_request_create(
     spec: ContainerRequestSpec, build: BuildSpec, *, caller: Caller, tower: TowerContext | None
 ) -> Accepted:
     """Check the repository and the caller's right to push there, generate the Containerfile, create or join its
-    build, start the downloads of its layers; the answer naming `<buildRepository>:<containerId>`."""
-    if build.conda_file is not None or build.spack_file is not None or build.packages is not None:
-        raise BuildsUnavailable("Freeze of Conda, Spack and package builds is not available yet - send a containerFile")
+    build, start the downloads of its layers; the answer naming `<buildRepository>:<containerId>` (a recipe's
+    name follows its `nameStrategy`, as for any recipe build)."""
+    generated = _recipe_generate(build, platform=spec.platform)  # a recipe build: its generated Containerfile
     config = spec.config
     repository = build.build_repository
     assert repository  # validation requires it with freeze
-    base = build.container_file if build.container_file is not None else f"FROM {spec.image}"
+    if generated is not None:
+        base = generated.container_file
+    else:
+        base = build.container_file if build.container_file is not None else f"FROM {spec.image}"
     try:  # first: it needs no network
         container_file = freeze_containerfile(
             base=base, repository=repository, layer_digests=[layer.gzip_digest for layer in config.layers],
@@ -94,6 +99,9 @@ def freeze_request_create(
         container_file=container_file, platform=str(spec.platform), repository=repository,
         cache_repository=cache_repository, context_digest=context.gzip_digest if context is not None else "",
     )  # fmt: skip
+    if generated is not None:
+        request = _recipe_request(request, generated, spack=build.spack_file is not None,
+                                  name_strategy=build.name_strategy)  # fmt: skip
     ref = parse_image(request.target)
     if spec.dry_run:
         return FrozenAccepted(request=None, source=ref)

@@ -74,6 +74,13 @@ def mirror_request_create(
         destination_check(repository_host(repository))
     except DestinationRefusedError as exc:
         raise InvalidRequest(f"{LABEL} refused: {exc.message}") from None
+    if is_service_repository(repository):
+        # Its paths and tags are the builds' targets (`imageSuffix`, sub-repositories): a copy there would plant
+        # or replace the image a build answers as cached, pushed with the service's login for anyone.
+        raise InvalidRequest(
+            f"{LABEL} '{redact_url(repository)}' is not allowed for a mirror - send a towerAccessToken and name "
+            "a repository of your own, on another registry"
+        )
     _check_repository_owner(repository, label=LABEL, tower=tower)
     if not is_service_repository(repository):
         assert tower is not None  # only a Tower caller may name a repository of their own

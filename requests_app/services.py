@@ -40,14 +40,10 @@ from requests_app.selectors import layer_download_verified
 from requests_app.specs import BuildSpec, ContainerRequestSpec, RequestedLayer
 from requests_app.upstream import upstream_check
 from wave_site.blobstore import blob_key, blob_store_put
-from wave_site.errors import FeatureUnavailable, InvalidRequest, TemporarilyUnavailable, UnknownResource
+from wave_site.errors import InvalidRequest, TemporarilyUnavailable, UnknownResource
 from wave_site.redact import redact_url
 
 logger = logging.getLogger(__name__)
-
-
-class BuildsUnavailable(FeatureUnavailable):
-    """Freeze and mirror are not offered yet."""
 
 
 def new_token() -> str:
@@ -226,8 +222,8 @@ def _build_request_create(
 ) -> Accepted:
     """A request for a built image: the Containerfile and repositories checked, the build created or joined
     (none when its target already exists), the request stored with the build's target as its source."""
-    if build.freeze or build.mirror:
-        raise BuildsUnavailable("Freeze and mirror are not available on this service yet - leave them out")
+    assert not build.freeze, "freeze has its own path (requests_app.freeze)"
+    assert not build.mirror, "mirror has its own path (requests_app.mirror)"
     generated = _recipe_generate(build, platform=spec.platform)
     container_file = generated.container_file if generated is not None else build.container_file
     assert container_file is not None  # a build without recipes is a containerFile build

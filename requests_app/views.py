@@ -68,9 +68,6 @@ ERRORS = {
         description="Rate limit exceeded, or too many layer downloads of this client in progress; see `Retry-After`.",
     ),
     **SERVICE_ERRORS,
-    501: OpenApiResponse(
-        ErrorMessageSerializer, description="Conda, Spack and package builds, freeze and mirror are not available yet."
-    ),
     503: OpenApiResponse(
         ErrorMessageSerializer,
         description="The source registry, Tower, the database or Redis is unavailable; retry later "

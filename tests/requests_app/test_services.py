@@ -11,13 +11,13 @@ import redis
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
+from builds.models import Build
 from credentials.callers import Caller
 from registry.platform import Platform, parse_platform
 from registry.reference import parse_image
 from requests_app.models import ContainerRequest, InjectedLayer, LayerDownload
 from requests_app.oci.tokens import revoked_key
 from requests_app.services import (
-    BuildsUnavailable,
     container_request_create,
     container_request_purge,
     container_request_revoke,
@@ -27,7 +27,7 @@ from tests.conftest import PushedImage
 from tests.support.layers import make_layer
 from tests.support.servers import PrivateRedis, start_private_redis
 from wave_site.cache import shared_cache
-from wave_site.errors import InvalidRequest, UnknownResource, http_status_of, outage_of
+from wave_site.errors import InvalidRequest, UnknownResource, outage_of
 
 pytestmark = pytest.mark.django_db
 
@@ -151,15 +151,27 @@ def test_dry_run_of_a_missing_image_is_refused(anonymous_image: PushedImage) -> 
     assert error.value.message == f"Container image '{missing}' does not exist or access is not authorized"
 
 
-def test_a_frozen_recipe_build_is_refused_before_anything_is_checked_or_stored(
-    django_capture_on_commit_callbacks: Capture,
+def test_a_frozen_recipe_build_is_the_recipe_build_pushed_by_its_name(
+    anonymous_image: PushedImage, settings: Settings, django_capture_on_commit_callbacks: Capture
 ) -> None:
-    build = BuildSpec(conda_file="dependencies: [x]", build_repository="127.0.0.1:9/frozen/conda", freeze=True)
+    """Freeze of a Conda recipe: the generated Containerfile (no config to apply), the recipe kept with the build,
+    the target named as any Conda build's; the answer names that image, no token, no request row."""
+    settings.WAVE_CONDA_MAMBA_IMAGE = anonymous_image.reference  # a stand-in: only checked here, never pulled
+    repository = f"{anonymous_image.registry.host}/frozen/conda"
+    settings.WAVE_BUILD_REPO = repository  # the service's own repository: pushed with its login
+    build = BuildSpec(conda_file="dependencies: [samtools=1.17]", build_repository=repository, freeze=True)
     spec = spec_for("docker.io/library/busybox:1", image=None, build=build)
-    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(BuildsUnavailable) as error:
-        container_request_create(spec=spec, caller=CALLER)
-    assert http_status_of(error.value) == 501
-    assert (ContainerRequest.objects.count(), callbacks) == (0, [])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        accepted = container_request_create(spec=spec, caller=CALLER)
+    row = Build.objects.get()
+    assert accepted.is_frozen
+    assert accepted.request is not None
+    assert accepted.request.token == ""
+    assert accepted.request.target_image == row.target_image == f"{repository}:samtools-1.17--{row.container_id}"
+    assert row.conda_file == "dependencies: [samtools=1.17]"
+    assert f"FROM {anonymous_image.reference}" in row.container_file
+    assert "micromamba install" in row.container_file
+    assert (ContainerRequest.objects.count(), len(callbacks)) == (0, 1)  # its task, once committed
 
 
 def test_a_refused_layer_host_stores_nothing(

@@ -127,17 +127,6 @@ def test_pages_without_trailing_slash_redirect(client: Client, path: str, locati
     assert response["Location"] == location
 
 
-@pytest.mark.django_db
-def test_refused_build_is_logged_as_a_warning_not_an_error(client: Client, caplog: pytest.LogCaptureFixture) -> None:
-    packages = {"type": "CONDA", "entries": ["samtools"]}  # frozen recipe builds: not available yet
-    body = {"packages": packages, "freeze": True, "buildRepository": "127.0.0.1:9/frozen/conda"}
-    with caplog.at_level(logging.INFO, logger="django.request"):
-        response = client.post("/v1alpha2/container", body, content_type="application/json")
-    assert response.status_code == 501
-    records = [r for r in caplog.records if r.name == "django.request"]
-    assert [(r.levelname, r.status_code) for r in records] == [("WARNING", 501)]  # type: ignore[attr-defined]
-
-
 def test_expected_refusal_filter_keeps_real_server_errors_at_error() -> None:
     def record(level: int, status: int) -> logging.LogRecord:
         entry = logging.LogRecord("django.request", level, __file__, 1, "answer", None, None)
