@@ -31,7 +31,7 @@ LOG_TAIL_BYTES = 200 * 1024
 CANCELLED_BY = "an operator"
 STATE_BADGE = '<span class="wave-build-state wave-build-state-{}">{}</span>'
 # Large texts only the build's own page shows.
-HEAVY_FIELDS = ("container_file", "conda_file", "spack_file")
+HEAVY_FIELDS = ("container_file", "conda_file", "spack_file", "conda_lock")
 
 
 class BuildChangeList(BoundedDateChangeList):
@@ -59,15 +59,15 @@ class BuildAdmin(ReadOnlyAdmin):
     change_list_template = "builds/admin/build_change_list.html"
     readonly_fields = [*(field.name for field in Build._meta.fields), "duration_shown", "page", "log"]
     fieldsets = [
-        (None, {"fields": ["build_id", "state", "page", "target_image", "platform", "digest", "exit_status",
-                           "failure_reason"]}),
+        (None, {"fields": ["build_id", "kind", "state", "page", "target_image", "source_image", "platform", "digest",
+                           "exit_status", "failure_reason"]}),
         ("Timing", {"fields": ["created_at", "queued_at", "started_at", "heartbeat_at", "finished_at",
                                "duration_shown", "attempts", "claimed_by", "sent_at", "resends"]}),
         ("Inputs", {"fields": ["container_file", "conda_file", "spack_file", "context_digest", "container_id",
                                "number", "repository", "cache_repository"]}),
         ("Caller", {"fields": ["user_name", "user_email", "user_id", "client_ip", "tower_endpoint",
                                "tower_workspace_id", "tower_auth"]}),
-        ("Log", {"fields": ["log_size", "log"]}),
+        ("Log", {"fields": ["log_size", "log", "conda_lock"]}),
     ]  # fmt: skip
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:

@@ -328,3 +328,13 @@ def test_a_mirror_is_not_rebuilt_and_the_list_filters_by_kind(operator: Client) 
     assert list(Build.objects.values_list("pk", flat=True)) == [mirror.pk]
     assert mirror.build_id in listed(operator.get(f"{LIST}?kind=mirror").content.decode())
     assert listed(operator.get(f"{LIST}?kind=build").content.decode()) == set()
+
+
+def test_the_change_page_shows_a_conda_builds_lock_and_a_mirrors_source(operator: Client) -> None:
+    lock = "@EXPLICIT\nhttps://conda.anaconda.org/bioconda/linux-64/samtools-1.17-h00cdaf9_0.tar.bz2#0123\n"
+    build = make_build("succeeded", conda_lock=lock)
+    page = operator.get(page_of(build)).content.decode()
+    assert "samtools-1.17-h00cdaf9_0.tar.bz2" in page
+    mirror = make_build("succeeded", container_file="", number=2, kind=Build.Kind.MIRROR,
+                        source_image="example.org/tools/app:1")  # fmt: skip
+    assert "example.org/tools/app:1" in operator.get(page_of(mirror)).content.decode()
