@@ -517,14 +517,18 @@ class RegistryClient:
         response = self.http.send(self.http.build_request(method, url, headers=headers), stream=True)
         try:
             body = bytearray()
-            for chunk in response.iter_raw():  # as sent: the new Response below decodes per its headers
+            for chunk in response.iter_bytes():  # decoded: a gzip answer is bounded as it inflates
                 body += chunk
                 if len(body) > MAX_RESPONSE_BYTES:
                     host = urlsplit(url).netloc
                     raise RegistryError(f"Registry '{host}' sent more than {MAX_RESPONSE_BYTES} bytes for {url}")
         finally:
             response.close()
-        return httpx.Response(response.status_code, headers=response.headers, content=bytes(body),
+        kept = response.headers.copy()
+        if "Content-Encoding" in kept:  # the body is decoded already: not to be decoded again
+            del kept["Content-Encoding"]
+            kept.pop("Content-Length", None)
+        return httpx.Response(response.status_code, headers=kept, content=bytes(body),
                               request=response.request)  # fmt: skip
 
     def _send_with_retries(self, send: Callable[[], httpx.Response]) -> httpx.Response:

@@ -73,7 +73,15 @@ def _tools(environment: Mapping[str, Any]) -> str:
     """Tools of an environment: its conda dependencies, then its pip ones; `pip` itself is left out when it is
     there only for a `pip:` list."""
     dependencies = environment["dependencies"]
-    pip = [str(item) for entry in dependencies if isinstance(entry, dict) for item in entry.get("pip") or []]
+    # Strings only: a `pip:` that is no list, or holds YAML aliases of nested lists, is not expanded (500, or a
+    # billion-laughs `str()` in the web process).
+    pip = [
+        item
+        for entry in dependencies
+        if isinstance(entry, dict) and isinstance(entry.get("pip"), list)
+        for item in entry["pip"]
+        if isinstance(item, str)
+    ]
     conda = [entry for entry in dependencies if isinstance(entry, str) and not (pip and entry.strip() == "pip")]
     name = environment.get("name")
     return recipe_tools(name=name if isinstance(name, str) else None, packages=[*conda, *pip])
