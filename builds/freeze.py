@@ -39,8 +39,9 @@ def layer_file(gzip_digest: str) -> str:
     return f"{LAYERS_DIR}/{gzip_digest.replace(':', '-')}.tar.gz"
 
 
-def _seal(digests: Sequence[str], repository: str) -> str:
-    message = f"wave-freeze-layers:{repository}:" + ",".join(digests)
+def _seal(digests: Sequence[str], repository: str, text: str) -> str:
+    """Of the layers, the repository and the whole Containerfile but its seal line: edited, it adds no blob."""
+    message = f"wave-freeze-layers:{repository}:" + ",".join(digests) + "\n" + text
     return hmac.new(settings.SECRET_KEY.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -93,16 +94,25 @@ def freeze_containerfile(
         "env": _env_entries(env or ()),
         "entrypoint": json.dumps(list(entrypoint)) if entrypoint else "",
         "cmd": json.dumps(list(cmd)) if cmd else "",
-        "seal": _seal(layer_digests, repository) if layer_digests else "",
+        "seal": "",
     }
-    return _engine().get_template("freeze.Containerfile").render(Context(context, autoescape=False))
+    template = _engine().get_template("freeze.Containerfile")
+    unsealed = template.render(Context(context, autoescape=False))
+    if not layer_digests:
+        return unsealed
+    # Rendered again with the seal of the text without it: its line is all the two renderings differ by.
+    context["seal"] = _seal(layer_digests, repository, unsealed)
+    return template.render(Context(context, autoescape=False))
 
 
 def freeze_layers(container_file: str, *, repository: str) -> list[str]:
     """The gzip digests of the layers a freeze Containerfile sealed for `repository` adds; none for any other."""
     digests = [f"sha256:{match.group('hex')}" for match in LAYER_LINE.finditer(container_file)]
     seal = SEAL_LINE.search(container_file)
-    if not digests or seal is None or not hmac.compare_digest(seal.group("seal"), _seal(digests, repository)):
+    if not digests or seal is None:
+        return []
+    unsealed = container_file[: seal.start()] + container_file[seal.end() + 1 :]  # the line and its newline
+    if not hmac.compare_digest(seal.group("seal"), _seal(digests, repository, unsealed)):
         return []
     return digests
 

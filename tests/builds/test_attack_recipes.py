@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from pytest_django.fixtures import Settings
 
-from builds.freeze import freeze_layer_missing
+from builds.freeze import freeze_containerfile, freeze_layer_missing, freeze_layers
 from builds.models import Build
 from builds.recipes import RecipeError, recipe_containerfile
 from builds.services import build_context_settled
@@ -143,3 +143,14 @@ def test_a_freeze_naming_another_callers_layer_digest_does_not_get_its_blob(
     build_context_settled(gzip_digest=secret.gzip_digest, failure_reason="HTTP 404")
     build.refresh_from_db()
     assert build.state == Build.State.FAILED
+
+
+def test_a_sealed_freeze_containerfile_edited_around_its_layers_gets_no_blobs(settings: Settings) -> None:
+    """builds/freeze.py sealed (layer digests, repository) only: a sealed file seen on a build page, edited
+    (another FROM, a RUN) and sent as a plain containerFile build into the same repository (the service's own:
+    anyone may), still got the sealed blobs copied into its context."""
+    digest = "sha256:" + "c" * 64
+    sealed = freeze_containerfile(base="FROM busybox", repository=settings.WAVE_BUILD_REPO, layer_digests=[digest])
+    edited = sealed.replace("FROM busybox", "FROM alpine\nRUN echo thief")
+    assert freeze_layers(sealed, repository=settings.WAVE_BUILD_REPO) == [digest]
+    assert freeze_layers(edited, repository=settings.WAVE_BUILD_REPO) == []
