@@ -58,4 +58,6 @@ def recipe_containerfile(
         return conda_packages_build(packages, build_template=build_template)
     if kind == "CRAN":
         return cran_packages_build(packages)
-    raise RecipeError(f"Unsupported packages type '{kind}': use one of {', '.join(PACKAGE_TYPES)}")
+    named = kind is None or (isinstance(kind, str) and kind.isalnum() and len(kind) <= 32)
+    shown = f" '{kind}'" if named else ""  # never markup, nor the repr of nested JSON
+    raise RecipeError(f"Unsupported packages type{shown}: use one of {', '.join(PACKAGE_TYPES)}")

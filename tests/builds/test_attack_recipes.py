@@ -85,6 +85,17 @@ def test_hostile_packages_are_a_400_and_store_nothing(packages: dict[str, Any]) 
     assert not ContainerRequest.objects.exists()
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["<script>alert(1)</script>", {"a": [1] * 10}, ["CONDA"], "x" * 200])
+def test_an_unsupported_packages_type_is_not_echoed(kind: object) -> None:
+    """builds/recipes/__init__.py echoed any `packages.type` (markup, or a Python repr of nested JSON)."""
+    body = {"packages": {"type": kind, "entries": ["samtools"]}}
+    answer = Client().post("/v1alpha2/container", body, content_type="application/json")
+    assert answer.status_code == 400
+    assert answer.json() == {"message": "Unsupported packages type: use one of CONDA, CRAN"}
+    assert not Build.objects.exists()
+
+
 # --- mirror: the service's own repository ------------------------------------------------------------------------
 
 
