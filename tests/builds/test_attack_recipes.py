@@ -4,7 +4,12 @@ are strict xfails naming the finding."""
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
+import io
+import tarfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +19,7 @@ from pytest_django.fixtures import Settings
 from builds.freeze import freeze_containerfile, freeze_layer_missing, freeze_layers
 from builds.models import Build
 from builds.recipes import RecipeError, recipe_containerfile
+from builds.runs import ContextRefused, build_context
 from builds.services import build_context_settled
 from requests_app.models import ContainerRequest, LayerDownload
 from tests.conftest import PushedImage
@@ -94,6 +100,63 @@ def test_an_unsupported_packages_type_is_not_echoed(kind: object) -> None:
     assert answer.status_code == 400
     assert answer.json() == {"message": "Unsupported packages type: use one of CONDA, CRAN"}
     assert not Build.objects.exists()
+
+
+# --- recipe files written into a hostile build context ------------------------------------------------------------
+
+
+def context_layer(members: list[tarfile.TarInfo]) -> str:
+    """A build context layer: `inside.txt`, then `members` (links); stored, its gzip digest."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        inside = tarfile.TarInfo("inside.txt")
+        inside.size = 6
+        archive.addfile(inside, io.BytesIO(b"inside"))
+        for member in members:
+            archive.addfile(member)
+    data = gzip.compress(buffer.getvalue(), mtime=0)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    blob_store_put(digest, data)
+    return digest
+
+
+def link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, target
+    return member
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("absolute", [True, False])
+def test_a_context_link_named_like_a_recipe_file_out_of_the_context_is_refused(absolute: bool, tmp_path: Path) -> None:
+    """A link out of the context would make the worker write the recipe over a file of its own."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("untouched")
+    digest = context_layer([link("conda.yml", str(outside) if absolute else "../../../../" + str(outside))])
+    build = Build.objects.create(
+        build_id="bd-0123456789abcdef_1", container_id="0123456789abcdef", number=1,
+        target_image="127.0.0.1:9/wave/build:0123456789abcdef", repository="127.0.0.1:9/wave/build",
+        container_file="FROM busybox\n", conda_file="dependencies:\n  - bwa\n", context_digest=digest,
+    )  # fmt: skip
+    with pytest.raises((ContextRefused, tarfile.TarError)), build_context(build):
+        pass
+    assert outside.read_text() == "untouched"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
+def test_a_context_link_named_like_a_recipe_file_is_replaced_not_followed(kind: bytes) -> None:
+    digest = context_layer([link("conda.yml", "inside.txt", kind)])
+    build = Build.objects.create(
+        build_id="bd-0123456789abcdef_1", container_id="0123456789abcdef", number=1,
+        target_image="127.0.0.1:9/wave/build:0123456789abcdef", repository="127.0.0.1:9/wave/build",
+        container_file="FROM busybox\n", conda_file="dependencies:\n  - bwa\n", context_digest=digest,
+    )  # fmt: skip
+    with build_context(build) as folder:
+        assert folder is not None
+        assert not (folder / "conda.yml").is_symlink()
+        assert (folder / "conda.yml").read_text() == build.conda_file
+        assert (folder / "inside.txt").read_text() == "inside"  # the file the link named is left as it was
 
 
 # --- mirror: the service's own repository ------------------------------------------------------------------------
