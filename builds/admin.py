@@ -25,7 +25,8 @@ from builds.models import Build
 from builds.selectors import build_log_tail, build_page_url
 from builds.services import BuildActive, build_cancel, build_rebuild
 from builds.views import page_duration
-from wave_site.admin import BoundedDateChangeList, ReadOnlyAdmin, short_time, truncated
+from wave_site.admin import short_time, truncated
+from wave_site.admin_scale import IndexedValuesFilter, LargeTableAdmin, LargeTableChangeList
 
 LOG_TAIL_BYTES = 200 * 1024
 CANCELLED_BY = "an operator"
@@ -34,7 +35,7 @@ STATE_BADGE = '<span class="wave-build-state wave-build-state-{}">{}</span>'
 HEAVY_FIELDS = ("container_file", "conda_file", "spack_file", "conda_lock")
 
 
-class BuildChangeList(BoundedDateChangeList):
+class BuildChangeList(LargeTableChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
         return super().get_queryset(request, exclude_parameters).defer(*HEAVY_FIELDS)
 
@@ -44,14 +45,15 @@ def build_ids(builds: list[Build]) -> str:
 
 
 @admin.register(Build)
-class BuildAdmin(ReadOnlyAdmin):
+class BuildAdmin(LargeTableAdmin):
     list_display = ("build_id", "state_badge", "duration_shown", "target", "caller", "created")
-    list_filter = ("state", "kind", "platform", "created_at")
+    list_filter = ("state", "kind", ("platform", IndexedValuesFilter), "created_at")
     date_hierarchy = "created_at"
-    search_fields = ("=build_id", "=container_id", "^target_image", "user_name")
+    # Each one indexed: exact values, the target's start on its pattern index, the user name's on its upper case.
+    search_fields = ("build_id__exact", "container_id__exact", "target_image__startswith", "user_name__istartswith")
     search_help_text = (
         "A build id (bd-…_n, exact), a containerId (the tag of the image, exact), the start of the build "
-        "repository's image name, or a user name."
+        "repository's image name (case as stored), or the start of a user name."
     )
     actions = ["cancel", "rebuild"]
     list_per_page = 50

@@ -35,6 +35,7 @@ from registry.reference import parse_image
 from wave_site.blobstore import blob_exists, blob_key
 from wave_site.cache import shared_cache
 from wave_site.jobs import jobs_after_stop, jobs_due_again, new_claim_id
+from wave_site.metrics.usage import UsageKind, usage_count_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def build_create_or_join(
         except IntegrityError:
             continue  # a concurrent identical request created it (or took the number): join it
         transaction.on_commit(functools.partial(build_enqueue, build_pk=build.pk))
+        usage_count_quietly(kind=UsageKind.BUILDS, email=build.user_email, platform=build.platform)
         logger.info("build %s of %s created", build.build_id, target)
         return BuildAnswer(target=target, build_id=build.build_id, build=build, cached=False, started=True)
     raise RuntimeError(f"could not create or join a build of {target}")

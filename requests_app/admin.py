@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -19,7 +19,8 @@ from django.views.decorators.http import require_POST
 
 from requests_app.models import ContainerRequest, GeneratedDocument, InjectedLayer, LayerDownload
 from requests_app.services import container_request_revoke
-from wave_site.admin import ReadOnlyAdmin, short_time, truncated
+from wave_site.admin import short_time, truncated
+from wave_site.admin_scale import IndexedValuesFilter, LargeTableAdmin
 from wave_site.errors import UnknownResource
 from wave_site.redact import redact_url
 
@@ -91,11 +92,18 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(ContainerRequest)
-class ContainerRequestAdmin(ReadOnlyAdmin):
+class ContainerRequestAdmin(LargeTableAdmin):
     # Fits 1400 px with the filters: the target image is the token plus the source, so it is on the page only.
     list_display = ("token", "image", "caller", "created", "expires", "state")
-    list_filter = (StateFilter, "api_version", "platform", "created_at")
-    search_fields = ("=token", "source_image", "=fingerprint", "user_name", "=user_email")
+    list_filter = (StateFilter, "api_version", ("platform", IndexedValuesFilter), "created_at")
+    # Each one indexed, so that a search is a bitmap OR of index scans, never a read of the whole table: exact
+    # values on btree indexes, any part of the image on a trigram index, the start of a caller's name or e-mail
+    # in any case on an index of its upper case (both Postgres only: migration 0007).
+    search_fields = ("token__exact", "source_image__icontains", "fingerprint__exact", "user_name__istartswith",
+                     "user_email__istartswith")  # fmt: skip
+    search_help_text = (
+        "A token or fingerprint (exact), any part of the source image, the start of a Tower user name or e-mail."
+    )
     date_hierarchy = "created_at"
     inlines = [InjectedLayerInline]
     actions = ["revoke"]
@@ -183,12 +191,24 @@ LAYER_FIELDS = InjectedLayer._meta.fields
 
 
 @admin.register(InjectedLayer)
-class InjectedLayerAdmin(InjectedLayerColumns, ReadOnlyAdmin):
+class InjectedLayerAdmin(InjectedLayerColumns, LargeTableAdmin):
     list_display = ("digest", "request_token", "position", "kind", "gzip_size", "state", "reason")
     list_filter = ("state", "kind")
-    search_fields = ("=gzip_digest", "=tar_digest", "request__token")
+    search_fields = ("gzip_digest__exact", "tar_digest__exact")  # and a request's token: get_search_results
+    search_help_text = "A layer's gzip or tar digest, or its request's token (exact)."
     list_select_related = ("request", "download")
     fields = readonly_fields = tuple(LAYER_FIELDS_SHOWN.get(field.name, field.name) for field in LAYER_FIELDS)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[InjectedLayer], search_term: str
+    ) -> tuple[QuerySet[InjectedLayer], bool]:
+        """A digest, or the token of the layers' request: looked up first, so that every arm of the OR is an
+        index of this table (a condition on the joined request's token would read every layer)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        by_token = list(ContainerRequest.objects.filter(token=term).values_list("pk", flat=True))
+        return queryset.filter(Q(gzip_digest=term) | Q(tar_digest=term) | Q(request_id__in=by_token)), False
 
     @admin.display(description="gzip digest", ordering="gzip_digest")
     def digest(self, obj: InjectedLayer) -> SafeString:
@@ -205,13 +225,14 @@ class InjectedLayerAdmin(InjectedLayerColumns, ReadOnlyAdmin):
 
 
 @admin.register(LayerDownload)
-class LayerDownloadAdmin(ReadOnlyAdmin):
+class LayerDownloadAdmin(LargeTableAdmin):
     """Durable layer downloads: one per exact layer, shared by the layers that name it (requests_app.downloads)."""
 
     list_display = ("pk", "gzip_digest", "location", "state", "attempts", "heartbeat_at", "created_at", "finished_at",
                     "joined")  # fmt: skip
     list_filter = ("state",)
-    search_fields = ("=gzip_digest", "=tar_digest")
+    search_fields = ("gzip_digest__exact", "tar_digest__exact")
+    search_help_text = "A layer's gzip or tar digest (exact)."
     date_hierarchy = "created_at"
     fields = readonly_fields = (
         "location", "gzip_digest", "gzip_size", "tar_digest", "state", "attempts", "claimed_by", "created_at",
@@ -221,22 +242,26 @@ class LayerDownloadAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LayerDownload]:
         queryset: QuerySet[LayerDownload] = super().get_queryset(request)
-        return queryset.annotate(joined_count=Count("layers"))
+        # Counted for the rows of the page only, not grouped over the whole table.
+        joined = InjectedLayer.objects.filter(download=OuterRef("pk")).order_by().values("download")
+        count = Subquery(joined.annotate(count=Count("pk")).values("count"), output_field=IntegerField())
+        return queryset.annotate(joined_count=count)
 
     @admin.display(description="location")
     def location(self, obj: LayerDownload) -> SafeString:
         return truncated(redact_url(obj.url))
 
-    @admin.display(description="layers joined", ordering="joined_count")
+    @admin.display(description="layers joined")
     def joined(self, obj: LayerDownload) -> int:
-        return int(getattr(obj, "joined_count", 0))
+        return int(getattr(obj, "joined_count", None) or 0)
 
 
 @admin.register(GeneratedDocument)
-class GeneratedDocumentAdmin(ReadOnlyAdmin):
+class GeneratedDocumentAdmin(LargeTableAdmin):
     """Configs and manifests the proxy generated and serves by digest."""
 
     list_display = ("digest", "media_type", "size", "created_at")
-    list_filter = ("media_type",)
-    search_fields = ("=digest",)
+    list_filter = (("media_type", IndexedValuesFilter),)
+    search_fields = ("digest__exact",)
+    search_help_text = "A document's digest (exact)."
     readonly_fields = [field.name for field in GeneratedDocument._meta.fields]

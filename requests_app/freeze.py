@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from builds.containerfiles import ContainerfileError, containerfile_check
 from builds.freeze import freeze_containerfile
 from builds.models import Build
 from builds.recipes import RecipeError
@@ -40,6 +39,7 @@ from requests_app.services import (
     _layers_prepare,
     _recipe_generate,
     _recipe_request,
+    containerfile_checked_for,
 )
 from requests_app.specs import BuildSpec, ContainerRequestSpec
 from wave_site.errors import InvalidRequest
@@ -84,17 +84,15 @@ def freeze_request_create(
                 destination_check(value.split("/", 1)[0])
             except DestinationRefusedError as exc:
                 raise InvalidRequest(f"{label} refused: {exc.message}") from None
-            _check_repository_owner(value, label=label, tower=tower)
+            instead = "name" if label == LABEL else "leave it out to use"  # freeze needs a repository
+            _check_repository_owner(value, label=label, tower=tower, instead=instead)
     if not is_service_repository(repository):  # the service's own: pushed with its login, as any build
         assert tower is not None  # only a Tower caller may name a repository of their own (_check_repository_owner)
         push_login_check(repository, tower=tower, purpose="freeze an image there")
 
     layers = _layer_specs(config.layers)
     context = _layer_specs((build.build_context,))[0] if build.build_context else None
-    try:
-        containerfile_check(container_file, platform=spec.platform)
-    except ContainerfileError as exc:
-        raise InvalidRequest(exc.message) from None
+    containerfile_checked_for(container_file, platform=spec.platform, generated=generated is not None)
     request = BuildRequest(
         container_file=container_file, platform=str(spec.platform), repository=repository,
         cache_repository=cache_repository, context_digest=context.gzip_digest if context is not None else "",

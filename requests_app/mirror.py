@@ -81,7 +81,7 @@ def mirror_request_create(
             f"{LABEL} '{redact_url(repository)}' is not allowed for a mirror - send a towerAccessToken and name "
             "a repository of your own, on another registry"
         )
-    _check_repository_owner(repository, label=LABEL, tower=tower)
+    _check_repository_owner(repository, label=LABEL, tower=tower, instead="")
     if not is_service_repository(repository):
         assert tower is not None  # only a Tower caller may name a repository of their own
         push_login_check(repository, tower=tower, purpose="mirror an image there")

@@ -49,7 +49,14 @@ class ContainerRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["source_image"])]
+        # The admin's filters (requests_app.admin). Its searches' indexes on expressions (the image's trigrams, the
+        # caller's name and e-mail in upper case) are Postgres only, made by migration 0007.
+        indexes = [
+            models.Index(fields=["source_image"]),
+            models.Index(fields=["api_version", "created_at"], name="request_api_version_created"),
+            models.Index(fields=["platform", "created_at"], name="request_platform_created"),
+            models.Index(fields=["revoked_at"], name="request_revoked_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.token} ({self.source_image})"
@@ -102,7 +109,11 @@ class LayerDownload(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["client", "state"], name="layerdownload_client_state")]
+        indexes = [
+            models.Index(fields=["client", "state"], name="layerdownload_client_state"),
+            models.Index(fields=["created_at"], name="layerdownload_created"),  # the admin's order and dates
+            models.Index(fields=["tar_digest"], name="layerdownload_tar_digest"),
+        ]
 
     def __str__(self) -> str:
         return f"download {self.pk} ({self.gzip_digest[:19]}, {self.state})"
@@ -144,6 +155,10 @@ class InjectedLayer(models.Model):
     class Meta:
         ordering = ["request", "position"]
         constraints = [models.UniqueConstraint(fields=["request", "position"], name="unique_layer_position")]
+        indexes = [  # the admin's searches by digest
+            models.Index(fields=["gzip_digest"], name="injectedlayer_gzip_digest"),
+            models.Index(fields=["tar_digest"], name="injectedlayer_tar_digest"),
+        ]
 
     def __str__(self) -> str:
         return f"layer {self.position} of {self.request_id} ({self.gzip_digest[:19]})"
@@ -156,6 +171,9 @@ class GeneratedDocument(models.Model):
     media_type = models.CharField(max_length=128)
     size = models.PositiveIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["media_type"], name="document_media_type")]  # the admin's filter
 
     def __str__(self) -> str:
         return f"{self.media_type} {self.digest}"

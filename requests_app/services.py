@@ -27,7 +27,7 @@ from builds.services import BuildAnswer, BuildRequest, build_create_or_join
 from credentials.callers import Caller
 from credentials.clients import registry_client_with
 from credentials.policy import destination_check, is_service_repository, repository_host, url_destination_check
-from credentials.sessions import TowerContext, tower_caller_identify, tower_sessions_purge
+from credentials.sessions import TowerContext, tower_caller_identify
 from registry.platform import Platform
 from registry.reference import ImageReference, parse_image
 from registry.ssrf import DestinationRefusedError
@@ -35,6 +35,7 @@ from requests_app.downloads import layer_download_cap_check, layer_download_crea
 from requests_app.layers import LayerSpec, decode_data_layer
 from requests_app.models import ContainerRequest, InjectedLayer, LayerDownload
 from requests_app.oci.tokens import token_mark_revoked
+from requests_app.purge import expired_purge
 from requests_app.ratelimit import rate_limit_acquire
 from requests_app.selectors import layer_download_verified
 from requests_app.specs import BuildSpec, ContainerRequestSpec, RequestedLayer
@@ -240,10 +241,7 @@ def _build_request_create(
                 raise InvalidRequest(f"{label} refused: {exc.message}") from None
             _check_repository_owner(value, label=label, tower=tower)
 
-    try:
-        containerfile_check(container_file, platform=spec.platform)
-    except ContainerfileError as exc:
-        raise InvalidRequest(exc.message) from None
+    containerfile_checked_for(container_file, platform=spec.platform, generated=generated is not None)
     request = BuildRequest(
         container_file=container_file, platform=str(spec.platform), repository=repository,
         cache_repository=cache_repository, context_digest=context.gzip_digest if context is not None else "",
@@ -266,6 +264,24 @@ def _build_request_create(
             layer_download_create_or_join_all(layers=[context], stored=stored, client=caller.rate_limit_key)
     row = _store_request(spec, ref, caller=caller, tower=tower, layers=layers, stored=stored, build_id=answer.build_id)
     return Accepted(request=row, source=ref, build=answer)
+
+
+RECIPE_IMAGES = (
+    "the recipe's images are set by condaOpts.mambaImage, condaOpts.baseImage or cranOpts.rImage, or by the "
+    "service's WAVE_CONDA_*, WAVE_SPACK_* and WAVE_CRAN_* settings"
+)
+
+
+def containerfile_checked_for(container_file: str, *, platform: Platform, generated: bool) -> None:
+    """The Containerfile's images and URLs pass the SSRF rules, else a 400; for a recipe's generated file the
+    message says so, and where its images are set (the caller never wrote a Containerfile)."""
+    try:
+        containerfile_check(container_file, platform=platform)
+    except ContainerfileError as exc:
+        if not generated:
+            raise InvalidRequest(exc.message) from None
+        message = exc.message.replace("in the Containerfile", "in the generated Containerfile", 1)
+        raise InvalidRequest(f"{message} - {RECIPE_IMAGES}") from None
 
 
 def _recipe_generate(build: BuildSpec, *, platform: Platform) -> GeneratedBuild | None:
@@ -296,18 +312,21 @@ def _recipe_request(
     return dataclasses.replace(request, target_image=target)
 
 
-def _check_repository_owner(repository: str, *, label: str, tower: TowerContext | None) -> None:
+def _check_repository_owner(
+    repository: str, *, label: str, tower: TowerContext | None, instead: str = "leave it out to use"
+) -> None:  # fmt: skip
     """The service pushes with its own login only into its own repositories; into another, only a Tower caller,
-    with their own credentials (builds.runs), and never on the host of the service's repositories."""
+    with their own credentials (builds.runs), and never on the host of the service's repositories. `instead`:
+    how the message offers the service's repository ("" when the request cannot use it: a mirror)."""
     if is_service_repository(repository):
         return
     own_hosts = {repository_host(own) for own in (settings.WAVE_BUILD_REPO, settings.WAVE_CACHE_REPO) if own}
     if tower is None or repository_host(repository) in own_hosts:
         shown = redact_url(repository)
+        offer = f"{instead} the service's ({settings.WAVE_BUILD_REPO}), or " if instead else ""
         raise InvalidRequest(
-            f"{label} '{shown}' is not allowed - leave it out to use the service's ({settings.WAVE_BUILD_REPO}), "
-            "or send a towerAccessToken to push to a repository of your own, on another registry, with your "
-            "credentials"
+            f"{label} '{shown}' is not allowed - {offer}send a towerAccessToken to push to a repository of your "
+            "own, on another registry than the service's, with your credentials"
         )
 
 
@@ -365,11 +384,5 @@ def container_request_revoke(*, token: str) -> ContainerRequest:
 
 
 def container_request_purge(*, older_than: dt.timedelta | None = None) -> int:
-    """Delete requests expired longer than the retention period ago; the number deleted."""
-    retention = older_than if older_than is not None else dt.timedelta(days=settings.WAVE_REQUEST_RETENTION_DAYS)
-    cutoff = timezone.now() - retention
-    _, per_model = ContainerRequest.objects.filter(expires_at__lt=cutoff).delete()
-    # Tower sessions no remaining request pulls with, and old credential lookups, go with them.
-    in_use = ContainerRequest.objects.filter(tower_auth__isnull=False).values("tower_auth_id")
-    tower_sessions_purge(created_before=cutoff, in_use=in_use)
-    return per_model.get(ContainerRequest._meta.label, 0)
+    """Purge what is past retention (requests_app.purge, in batches); the number of requests deleted."""
+    return expired_purge(request_retention=older_than).requests

@@ -15,7 +15,7 @@ from celery import shared_task
 from django.conf import settings
 
 from requests_app.downloads import layer_download_reap, layer_download_run
-from requests_app.services import container_request_purge
+from requests_app.purge import expired_purge
 from wave_site.blobstore import blob_scratch_sweep
 from wave_site.jobs import outage_logged
 
@@ -24,11 +24,10 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="requests_app.container_request_purge", ignore_result=True)
 def container_request_purge_task() -> int:
+    """Purge requests, layers, downloads and builds past retention (requests_app.purge); requests deleted."""
     deleted = 0
     with outage_logged("purge of expired container requests skipped", then="the next one purges them"):
-        deleted = container_request_purge()
-        if deleted:
-            logger.info("purged %d expired container requests", deleted)
+        deleted = expired_purge().requests
     return deleted
 
 

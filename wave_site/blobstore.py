@@ -3,6 +3,8 @@
 A folder of the data dir (Django's filesystem storage) or an S3-compatible store (django-storages).
 Blobs are written whole or not at all: on the filesystem under a temporary name renamed into place,
 on S3 by a single upload. Keys are content digests, so concurrent writers of one key write the same bytes.
+Whoever asks whether a blob exists (to reference it rather than store it again) announces it first, so that
+the blob collector leaves it alone (`blob_reuse_announce`, wave_site.blob_gc).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from wave_site.errors import TemporarilyUnavailable
+from wave_site.cache import shared_cache
+from wave_site.errors import TemporarilyUnavailable, outage_of
+
+# The blob collector and the writers that reuse a stored blob agree through the cache (wave_site.blob_gc).
+REUSE_MARK = "wave:blob-reuse:{key}"
+GC_LOCK = "wave:blob-gc:{key}"
+REUSE_LEASE = 3600  # s: longer than any check-then-reference (a request's creation, a download's end)
+GC_LOCK_TTL = 60  # s: the collector deletes one batch under its locks, well within this
+REUSE_PATIENCE = 30  # s: how long a writer waits for Redis to set its mark
 
 
 class BlobStoreUnavailable(TemporarilyUnavailable):
@@ -45,6 +55,33 @@ def blob_key(digest: str) -> str:
     return f"blobs/{algorithm}/{hex_digest[:2]}/{hex_digest}"
 
 
+def blob_reuse_announce(key: str) -> None:
+    """Say that `key` may be referenced from now on (for REUSE_LEASE s) if it exists: the collector leaves it
+    alone. When the collector is deleting it at this moment, wait until it is done: it is then gone.
+
+    Without Redis the mark cannot be set: retried for up to REUSE_PATIENCE s (a download ending during a
+    short outage still ends well; the web has answered 503 long before, on its own reads of Redis), then the
+    outage is raised.
+    """
+    deadline = time.monotonic() + REUSE_PATIENCE
+    while True:
+        try:
+            _reuse_announced(key)
+            return
+        except Exception as exc:
+            if outage_of(exc) != "redis" or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _reuse_announced(key: str) -> None:
+    cache = shared_cache()
+    cache.set(REUSE_MARK.format(key=key), 1, REUSE_LEASE)
+    deadline = time.monotonic() + GC_LOCK_TTL
+    while cache.get(GC_LOCK.format(key=key)) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _local_path(key: str) -> str | None:
     """Where the blob lives on this machine's disk; None for a remote store."""
     try:
@@ -62,6 +99,7 @@ def _store(key: str, content: File) -> None:
 def blob_store_put(digest: str, content: bytes) -> str:
     """Store content under its digest once; the key."""
     key = blob_key(digest)
+    blob_reuse_announce(key)
     with store_errors():
         if default_storage.exists(key):
             return key
@@ -99,6 +137,8 @@ def blob_open(key: str) -> Iterator[IO[bytes]]:
 
 
 def blob_exists(key: str) -> bool:
+    """Whether `key` is stored; announced first (`blob_reuse_announce`): a caller may reference what it found."""
+    blob_reuse_announce(key)
     with store_errors():
         return bool(default_storage.exists(key))
 
@@ -142,8 +182,9 @@ def blob_scratch_file() -> Iterator[str]:
             os.unlink(scratch)
 
 
-def blob_scratch_sweep(*, older_than: float) -> int:
-    """Remove scratch files nobody wrote to for `older_than` seconds (their worker died); how many were removed.
+def blob_scratch_sweep(*, older_than: float, dry_run: bool = False) -> int:
+    """Remove scratch files nobody wrote to for `older_than` seconds (their worker died); how many were removed
+    (`dry_run`: would be).
 
     A live download writes its file at least once per rate window, and cannot outlive the download
     timeout: callers pass that timeout, so no live download loses its file.
@@ -154,7 +195,8 @@ def blob_scratch_sweep(*, older_than: float) -> int:
         for path in folder.glob(f"{SCRATCH_PREFIX}*") if folder.is_dir() else ():
             try:
                 if path.stat().st_mtime < cutoff:
-                    path.unlink()
+                    if not dry_run:
+                        path.unlink()
                     removed += 1
             except FileNotFoundError:
                 continue  # finished (moved into place) meanwhile

@@ -73,6 +73,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES)
 app.autodiscover_tasks()
 
+from wave_site import request_id  # noqa: E402, F401  # connects the hooks that carry request ids into tasks
+
 
 @worker_ready.connect
 def sweep_scratch_files(**_: Any) -> None:

@@ -7,6 +7,8 @@ raises ImproperlyConfigured naming the variable, and `manage.py` turns that into
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,8 +84,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "wave_site.request_id.RequestIdMiddleware",  # X-Request-Id, and the id in the logs of the request and its tasks
     "wave_site.middleware.InlineSecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
+    "wave_site.metrics.middleware.RequestMetricsMiddleware",  # counts only with WAVE_METRICS_ENABLED
     "wave_site.errors.ErrorIdMiddleware",
     # Session, CSRF, auth, messages and X-Frame-Options, for the admin and session-cookie requests only.
     "wave_site.middleware.SessionScopedMiddleware",
@@ -258,6 +262,10 @@ WAVE_LAYER_DOWNLOAD_MAX_ATTEMPTS = env_int("WAVE_LAYER_DOWNLOAD_MAX_ATTEMPTS", 3
 WAVE_LAYER_REAP_INTERVAL = env_int("WAVE_LAYER_REAP_INTERVAL", 30, minimum=1)
 if WAVE_LAYER_DOWNLOAD_STALE_AFTER < 2 * WAVE_LAYER_DOWNLOAD_HEARTBEAT:
     raise ImproperlyConfigured("WAVE_LAYER_DOWNLOAD_STALE_AFTER must be at least twice WAVE_LAYER_DOWNLOAD_HEARTBEAT")
+# Blob garbage collection (wave_site.blob_gc): every INTERVAL s (0: never; `manage.py gc_blobs` by hand), blobs
+# nothing references any more and last written more than GRACE s ago are deleted.
+WAVE_BLOB_GC_GRACE = env_int("WAVE_BLOB_GC_GRACE", 24 * 3600, minimum=3600)
+WAVE_BLOB_GC_INTERVAL = env_int("WAVE_BLOB_GC_INTERVAL", 24 * 3600, minimum=0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "purge-expired-container-requests": {"task": "requests_app.container_request_purge", "schedule": 3600.0},
     "purge-retired-pairing-keys": {"task": "credentials.pairing_key_purge", "schedule": 3600.0},
@@ -267,6 +275,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reap-layer-downloads": {"task": "requests_app.layer_download_reap", "schedule": float(WAVE_LAYER_REAP_INTERVAL),
                              "options": {"queue": "default"}},
 }  # fmt: skip
+if WAVE_BLOB_GC_INTERVAL:
+    CELERY_BEAT_SCHEDULE["collect-blobs"] = {"task": "wave_site.blob_gc", "schedule": float(WAVE_BLOB_GC_INTERVAL)}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Blob store and static files --------------------------------------------------------------
@@ -351,6 +361,7 @@ WAVE_INSECURE_REGISTRIES = env_list("WAVE_INSECURE_REGISTRIES", ["localhost", "1
 WAVE_SSRF_ALLOW = env_list("WAVE_SSRF_ALLOW", [])
 WAVE_TOKEN_TTL = env_int("WAVE_TOKEN_TTL", 129600, minimum=60)
 WAVE_REQUEST_RETENTION_DAYS = env_int("WAVE_REQUEST_RETENTION_DAYS", 7, minimum=0)
+WAVE_BUILD_RETENTION_DAYS = env_int("WAVE_BUILD_RETENTION_DAYS", 30, minimum=0)
 WAVE_UPSTREAM_CACHE_TTL = env_int("WAVE_UPSTREAM_CACHE_TTL", 60, minimum=0)
 WAVE_CONTAINER_FILE_MAX_SIZE = env_int("WAVE_CONTAINER_FILE_MAX_SIZE", 10000, minimum=1)
 WAVE_CONDA_FILE_MAX_SIZE = env_int("WAVE_CONDA_FILE_MAX_SIZE", 50000, minimum=1)
@@ -437,7 +448,25 @@ SPECTACULAR_SETTINGS = {
         "HealthStatusEnum": ["UP", "DOWN"],
         "ContainerStatusEnum": ["PENDING", "BUILDING", "DONE"],
     },
+    # The usage metrics API's operator credentials (wave_site.metrics.views).
+    "APPEND_COMPONENTS": {"securitySchemes": {"metricsBasicAuth": {"type": "http", "scheme": "basic"}}},
 }
+
+# --- Metrics (wave_site.metrics) ----------------------------------------------------------------
+# Wave's usage metrics API (/v1alpha2/metrics/...): off (404) unless both are set; HTTP Basic auth.
+WAVE_METRICS_USER = env_str("WAVE_METRICS_USER") or ""
+WAVE_METRICS_PASSWORD = env_str("WAVE_METRICS_PASSWORD") or ""
+WAVE_METRICS_RETENTION_DAYS = env_int("WAVE_METRICS_RETENTION_DAYS", 365, minimum=1)
+# Prometheus /metrics: off (404) unless enabled; scrapers send `Authorization: Bearer <WAVE_METRICS_TOKEN>`.
+WAVE_METRICS_ENABLED = env_bool("WAVE_METRICS_ENABLED", False)
+WAVE_METRICS_TOKEN = env_str("WAVE_METRICS_TOKEN") or ""
+if WAVE_METRICS_ENABLED and not WAVE_METRICS_TOKEN:
+    raise ImproperlyConfigured("WAVE_METRICS_ENABLED needs WAVE_METRICS_TOKEN (the scrapers' bearer token)")
+if WAVE_METRICS_ENABLED:
+    # uvicorn's workers count into files, summed at scrape; one folder per host, since containers sharing the data
+    # volume may reuse process ids (wave_site.metrics.prometheus). Read when prometheus_client is first imported.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus" / socket.gethostname()))
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 # --- Misc -------------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -450,12 +479,19 @@ if WAVE_LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(
         f"WAVE_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {WAVE_LOG_LEVEL!r}"
     )
+# `json`: one JSON object per line, with the id of the request (and of the request that enqueued a task).
+WAVE_LOG_FORMAT = (env_str("WAVE_LOG_FORMAT", "plain") or "plain").lower()
+if WAVE_LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"WAVE_LOG_FORMAT must be plain or json, got {WAVE_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "wave_site.request_id.JsonFormatter"},
+    },
     # Outages of the database or Redis are one WARNING line each, without a traceback, in every process.
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["outages"]}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": WAVE_LOG_FORMAT, "filters": ["outages"]}},
     "root": {"handlers": ["console"], "level": WAVE_LOG_LEVEL},
     "filters": {
         "expected_refusals": {"()": "wave_site.log_filters.ExpectedRefusalFilter"},

@@ -24,6 +24,7 @@ urlpatterns = [
     path("", include("credentials.urls")),
     path("", include("requests_app.urls")),
     path("", include("builds.urls")),
+    path("", include("wave_site.metrics.urls")),
 ]
 
 handler404 = "wave_site.errors.not_found_view"

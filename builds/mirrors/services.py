@@ -24,6 +24,7 @@ from credentials.callers import Caller
 from credentials.sessions import TowerContext
 from registry.reference import ImageReference
 from wave_site.errors import InvalidRequest
+from wave_site.metrics.usage import UsageKind, usage_count_quietly
 
 logger = logging.getLogger(__name__)
 PREFIX = "mr-"
@@ -76,6 +77,7 @@ def mirror_create_or_join(
         except IntegrityError:
             continue  # a concurrent identical request created it: join it
         transaction.on_commit(functools.partial(build_enqueue, build_pk=mirror.pk))
+        usage_count_quietly(kind=UsageKind.MIRRORS, email=mirror.user_email, platform=mirror.platform)
         logger.info("mirror %s of %s to %s created", mirror.build_id, request.source_image, target)
         return BuildAnswer(target=target, build_id=mirror.build_id, build=mirror, cached=False, started=True)
     raise RuntimeError(f"could not create or join a mirror to {target}")

@@ -76,10 +76,17 @@ def container_inspect(
         if config_descriptor is None:
             raise RegistryError(f"Registry '{ref.registry}' sent an image manifest without a valid config")
         config_bytes = client.get_blob(ref.registry, ref.repository, config_descriptor.digest)
+    config = _config_summary(config_bytes)
+    offered: dict[str, str] = {key: str(config[key]) for key in ("os", "architecture", "variant") if key in config}
+    if not platforms and is_platform_named and offered.get("architecture") and not platform.matches(offered):
+        raise InvalidRequest(
+            f"Container image '{shown}' is not available for platform '{platform}' - available platforms: "
+            f"{platform_name(offered)}"
+        )  # as a container request for it would be
     layers = [layer for layer in map(_descriptor, _list(image.get("layers"))) if layer is not None]
     return Inspection(
         ref=ref, digest=digest, media_type=media_type, platforms=platforms, manifest=manifest,
-        config_descriptor=config_descriptor, layers=layers, config=_config_summary(config_bytes),
+        config_descriptor=config_descriptor, layers=layers, config=config,
     )  # fmt: skip
 
 

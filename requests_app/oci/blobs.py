@@ -25,6 +25,7 @@ from requests_app.oci.errors import BlobNotAvailable, DigestInvalid, RangeNotSat
 from requests_app.oci.manifests import owned_digests
 from requests_app.oci.tokens import ProxyTarget, registry_client_for, resolve_token
 from wave_site.blobstore import blob_key, blob_read_range, blob_redirect_url, blob_size
+from wave_site.metrics.prometheus import blob_bytes_count
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 STREAM_CHUNK = 64 * 1024
@@ -104,8 +105,15 @@ async def serve_blob(request: HttpRequest, *, token: str, name: str, digest: str
     check_digest(digest)
     found = await sync_to_async(locate_blob)(token=token, name=name, digest=digest, method=request.method)
     if isinstance(found, StoredBlob):
-        return _stored_blob_response(request, found, digest)
-    return await _upstream_blob_response(request, found, digest)
+        response = _stored_blob_response(request, found, digest)
+    else:
+        response = await _upstream_blob_response(request, found, digest)
+    if request.method == "GET" and response.status_code in (200, 206):  # redirects serve no bytes here
+        # As announced (Content-Length): a client that hangs up mid-blob counts in full.
+        length = response.get("Content-Length", "")
+        size = int(length) if length.isdigit() else 0
+        blob_bytes_count(source="stored" if isinstance(found, StoredBlob) else "upstream", size=size)
+    return response
 
 
 def _number(digits: str) -> int:

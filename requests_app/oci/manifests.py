@@ -49,6 +49,8 @@ from requests_app.oci.errors import (
 from requests_app.oci.tokens import ProxyTarget, acached_target, load_target, registry_client_for, resolve_token
 from requests_app.ratelimit import rate_limit_aacquire, rate_limit_acquire
 from wave_site.cache import shared_cache
+from wave_site.metrics.prometheus import pull_count
+from wave_site.metrics.usage import UsageKind, usage_acount, usage_count
 
 TAG_CACHE_TTL = 5
 SERVED_TTL = 5  # short, so that tag moves show within seconds (revocation is checked on every read)
@@ -95,8 +97,9 @@ async def manifest_to_serve(*, token: str, name: str, reference: str, client_ip:
     user who asked for the container, else of the pulling address.
 
     Hot path, on the event loop without a thread hop: one cache round trip (target, revocation mark and
-    what this URL served in the last seconds) and one counter increment. Otherwise one hop to the
-    request's thread for the rest: the cache alone, then the database and upstream.
+    what this URL served in the last seconds) and one counter increment (two for a tag: a pull starts with
+    its tag, and counts in the usage metrics then). Otherwise one hop to the request's thread for the rest:
+    the cache alone, then the database and upstream.
     """
     memory = served_key(token, name, reference)
     target, found = await acached_target(token, name, memory)
@@ -104,6 +107,9 @@ async def manifest_to_serve(*, token: str, name: str, reference: str, client_ip:
     if target is not None:
         await rate_limit_aacquire(kind="pull", key=target.rate_limit_key(client_ip))
         document = document_from_cache(found.get(memory))
+        if document is not None and not is_digest(reference):
+            await usage_acount(kind=UsageKind.PULLS, email=_email_of(target), platform=target.platform)
+            pull_count(target.platform)
     if document is None:
         for _round in range(3):  # the build, then the layers: each awaited with the request's thread let go
             found_or_wait = await sync_to_async(_manifest_uncached)(
@@ -144,7 +150,15 @@ def _manifest_uncached(
         return Waiting(target=target, build=build)
     document = cached_manifest(target, reference) or manifest_for(target, reference)
     shared_cache().set(served_key(token, name, reference), (document.media_type, document.content), SERVED_TTL)
+    if not is_digest(reference):
+        usage_count(kind=UsageKind.PULLS, email=_email_of(target), platform=target.platform)
+        pull_count(target.platform)
     return document
+
+
+def _email_of(target: ProxyTarget) -> str:
+    """The requester's e-mail; a target cached by the previous release (for seconds) has none."""
+    return getattr(target, "user_email", "")
 
 
 def cached_manifest(target: ProxyTarget, reference: str) -> Document | None:

@@ -53,6 +53,7 @@ class ProxyTarget:
     layer_digests: frozenset[str]
     tower: TowerContext | None = None  # the caller's Tower session: upstream calls use their credentials
     build_id: str = ""  # the build that makes the image: pulls wait for it
+    user_email: str = ""  # the requester's: pulls count toward their organisation (wave_site.metrics.usage)
 
     @property
     def is_augmented(self) -> bool:
@@ -94,6 +95,7 @@ def _target_from(request: ContainerRequest) -> ProxyTarget:
             user_name=request.user_name,
         ),
         build_id=request.build_id,
+        user_email=request.user_email,
     )
 
 

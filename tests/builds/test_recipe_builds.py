@@ -23,6 +23,7 @@ from builds.naming import container_id
 from builds.recipes import recipe_containerfile
 from builds.runs import build_context
 from requests_app.models import ContainerRequest
+from requests_app.services import RECIPE_IMAGES
 from tests.builds.test_build_pulls import build_worker, share_blob_store, unpack, wait_finished
 from tests.conftest import PushedImage
 from tests.support.asgi_server import AsgiServer
@@ -247,7 +248,9 @@ def test_a_recipe_whose_mamba_image_is_on_a_refused_host_is_a_400(client: Client
     packages = {"type": "CONDA", "entries": ["bwa"], "condaOpts": {"mambaImage": "169.254.169.254/mamba:1"}}
     response = post(client, "/v1alpha2/container", {"packages": packages})
     assert response.status_code == 400
-    assert response.json()["message"].startswith("Image '169.254.169.254/mamba:1' in the Containerfile refused: ")
+    message = response.json()["message"]
+    assert message.startswith("Image '169.254.169.254/mamba:1' in the generated Containerfile refused: ")
+    assert message.endswith(" - " + RECIPE_IMAGES)  # where the caller (who wrote no Containerfile) sets it
     assert (Build.objects.count(), ContainerRequest.objects.count()) == (0, 0)
 
 

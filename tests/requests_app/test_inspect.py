@@ -142,6 +142,17 @@ def test_a_platform_the_index_does_not_offer_is_refused_naming_those_it_does(
     }
 
 
+def test_a_single_image_of_another_platform_than_the_one_named_is_refused(anonymous_image: PushedImage) -> None:
+    answer = inspect({"containerImage": anonymous_image.reference, "platform": "linux/arm64"})
+
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "message": f"Container image '{anonymous_image.reference}' is not available for platform 'linux/arm64' "
+        "- available platforms: linux/amd64"
+    }
+    assert inspect({"containerImage": anonymous_image.reference, "platform": "linux/amd64"}).status_code == 200
+
+
 def test_a_registry_the_ssrf_rules_refuse_is_a_400_and_is_not_contacted() -> None:
     answer = inspect({"containerImage": "169.254.169.254/latest/meta-data:1"})
 
