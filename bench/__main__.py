@@ -12,7 +12,7 @@ BENCHMARKS = {
     "proxy_manifests": ("bench.proxy:manifests", "manifest GETs, 50 clients: proxy vs upstream registry"),
     "proxy_blob_memory": ("bench.proxy:blob_memory", "web RSS while 20 clients stream a 500 MB blob"),
     "builds": ("bench.builds:main", "a build POST -> pushed vs buildah bud + push by hand; cached request latency"),
-    "admin_scale": ("bench.admin_scale:main", "admin pages (list, search, filter, sort): empty vs 10^6 requests"),
+    "admin_scale": ("bench.admin_scale:main", "admin pages and API req/s (POST, describe): empty vs 10^6 requests"),
     "purge": ("bench.purge:main", "manage.py purge of 10^6 expired requests: time, peak RSS; vs the ORM delete"),
 }
 

@@ -18,7 +18,55 @@ def load_compose() -> dict:
 
 def test_compose_runs_every_part_of_the_service() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"postgres", "redis", "registry", "web", "worker", "downloads", "maintenance", "beat"}
+    always = {name for name, service in services.items() if "profiles" not in service}
+    assert always == {"postgres", "redis", "registry", "web", "worker", "downloads", "maintenance", "beat"}
+
+
+def test_prometheus_runs_only_with_the_metrics_profile_on_a_pinned_image() -> None:
+    prometheus = load_compose()["services"]["prometheus"]
+    assert prometheus["profiles"] == ["metrics"]
+    image, _, tag = prometheus["image"].partition(":")
+    assert image == "prom/prometheus"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", tag)
+    assert prometheus["depends_on"] == ["web"]
+
+
+def prometheus_config() -> dict:
+    """The config file compose mounts into the prometheus service (a file of this repository)."""
+    prometheus = load_compose()["services"]["prometheus"]
+    config_path = option(prometheus["command"], "--config.file", separator="=")
+    mounted = {}
+    for volume in prometheus["volumes"]:
+        source, target, *_ = volume.split(":")
+        mounted[target] = source
+    assert mounted[config_path].startswith("./")
+    return yaml.safe_load((REPO / mounted[config_path]).read_text())
+
+
+def test_prometheus_scrapes_the_web_services_metrics_endpoint() -> None:
+    compose = load_compose()
+    (job,) = prometheus_config()["scrape_configs"]
+    (target,) = [target for group in job["static_configs"] for target in group["targets"]]
+    host, port = target.split(":")
+    assert host == "web"
+    # The port the web process listens on in its container (the Dockerfile's uvicorn), the one compose publishes.
+    assert f"--port {port} " in (REPO / "Dockerfile").read_text()
+    assert f"{port}:{port}" in compose["services"]["web"]["ports"]
+    assert job["metrics_path"] == "/metrics"
+    assert job.get("scheme", "http") == "http"
+
+
+def test_prometheus_sends_the_token_the_web_service_checks() -> None:
+    """Web reads WAVE_METRICS_ENABLED and WAVE_METRICS_TOKEN from the caller's environment; Prometheus gets the
+    same variable as a compose secret and sends it as a bearer token."""
+    compose = load_compose()
+    env = compose["services"]["web"]["environment"]
+    assert env["WAVE_METRICS_ENABLED"] == "${WAVE_METRICS_ENABLED:-false}"
+    assert env["WAVE_METRICS_TOKEN"] == "${WAVE_METRICS_TOKEN:-}"
+    (secret,) = compose["services"]["prometheus"]["secrets"]
+    assert compose["secrets"][secret] == {"environment": "WAVE_METRICS_TOKEN"}
+    (job,) = prometheus_config()["scrape_configs"]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": f"/run/secrets/{secret}"}
 
 
 def test_web_workers_and_beat_share_one_image_built_from_the_repo() -> None:
@@ -49,8 +97,11 @@ def test_every_variable_compose_sets_is_one_the_settings_read() -> None:
         assert f'"{name}"' in settings_source, name
 
 
-def option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
+def option(command: list[str], name: str, separator: str = " ") -> str:
+    if separator == " ":
+        return command[command.index(name) + 1]
+    (value,) = [part.removeprefix(f"{name}{separator}") for part in command if part.startswith(f"{name}{separator}")]
+    return value
 
 
 def test_workers_consume_every_queue_downloads_in_threads_and_beat_schedules() -> None:

@@ -20,6 +20,9 @@ keys: takes the lock of each key (`add`: one collector per key), then drops the 
 checks the database once more, deletes, and releases its locks. A writer that set its mark before the
 collector looked is seen and its blob kept; one that set it after waits for the lock to go, and then finds
 the blob gone and stores it again. So a deleted blob is never one a request references or is about to.
+
+Each pass lists the whole store anyway, so it also records the store's size (what it listed, less what it
+deleted) in the shared cache for Prometheus (`blob_store_size`): measuring at scrape time would list a bucket.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ BLOB_KEY = re.compile(r"blobs/(?P<algorithm>[a-z0-9]+)/[0-9a-f]{2}/(?P<hex>[0-9a
 LOG_KEY = re.compile(r"builds/(?P<build_id>[^/]+)/log/\d+")
 PARTIAL_KEY = re.compile(r".+\.partial-[0-9a-f]{8}")
 SCRATCH_FOLDER = "scratch"  # swept by blob_scratch_sweep
+STORE_SIZE_KEY = "wave:blob-store-size"  # the last pass's totals (no expiry: a pass replaces them)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,38 @@ class GcCounts:
     blobs: int = 0
     bytes: int = 0
     scratch_files: int = 0
+
+
+@dataclass(frozen=True)
+class StoreSize:
+    """The blob store's totals as the last collection left it (scratch files aside), and when it ended."""
+
+    blobs: int
+    bytes: int
+    measured_at: float  # seconds since the epoch
+
+
+class _Tally:
+    """Counts the blobs and bytes that pass through it."""
+
+    def __init__(self) -> None:
+        self.blobs, self.bytes = 0, 0
+
+    def counted(self, blobs: Iterator[StoredBlob]) -> Iterator[StoredBlob]:
+        for blob in blobs:
+            self.blobs, self.bytes = self.blobs + 1, self.bytes + blob.size
+            yield blob
+
+
+def blob_store_size() -> StoreSize | None:
+    """The store's size recorded by the last collection; None before the first one."""
+    recorded = shared_cache().get(STORE_SIZE_KEY)
+    return StoreSize(**recorded) if recorded is not None else None
+
+
+def _store_size_record(*, blobs: int, size: int) -> None:
+    value = {"blobs": blobs, "bytes": size, "measured_at": time.time()}
+    shared_cache().set(STORE_SIZE_KEY, value, timeout=None)
 
 
 def _before_delete(keys: list[str]) -> None:
@@ -232,7 +268,8 @@ def blob_gc(
         raise ValueError("batch_size must be at least 1")
     grace = settings.WAVE_BLOB_GC_GRACE if grace is None else grace
     cutoff = time.time() - grace
-    old = (blob for blob in blobs_listed() if blob.modified < cutoff)
+    tally = _Tally()
+    old = (blob for blob in tally.counted(blobs_listed()) if blob.modified < cutoff)
     count, size = 0, 0
     for batch in _batches(old, batch_size):
         referenced = _referenced(blob.key for blob in batch)
@@ -246,6 +283,9 @@ def blob_gc(
             if on_blob is not None:
                 on_blob(blob)
             count, size = count + 1, size + blob.size
+    # The listing is exhausted here; what a dry run lists stays.
+    left = (tally.blobs, tally.bytes) if dry_run else (tally.blobs - count, tally.bytes - size)
+    _store_size_record(blobs=left[0], size=left[1])
     # A live download never outlives the download timeout (blob_scratch_sweep): never sweep younger files.
     scratch_age = max(grace, settings.WAVE_LAYER_DOWNLOAD_TIMEOUT)
     scratch = blob_scratch_sweep(older_than=scratch_age, dry_run=dry_run)

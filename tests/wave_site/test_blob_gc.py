@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 from pytest_django.fixtures import Settings
 
 from builds.logs import log_chunk_key
@@ -277,3 +279,55 @@ def test_blobs_announced_for_reuse_are_kept() -> None:
 
     assert blob_exists(blob_key(store.orphan_layer))
     assert shared_cache().get(f"wave:blob-reuse:{blob_key(store.orphan_layer)}") == 1
+
+
+# What Store leaves once collected: the kept blobs (two of them log chunks) and a young orphan.
+KEPT_CONTENTS = (b"layer", b"owned doc", b"ready download", b"context", b"log", b"log")
+
+
+def scraped_blob_store(client: Client, settings: Settings) -> dict[str, float]:
+    """The blob store's samples on /metrics."""
+    settings.WAVE_METRICS_ENABLED = True
+    settings.WAVE_METRICS_TOKEN = "scrape-token"
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token")
+    assert response.status_code == 200
+    families = text_string_to_metric_families(response.content.decode())
+    return {
+        sample.name: sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name.startswith("wave_blob_store_")
+    }
+
+
+def test_metrics_show_the_store_size_the_last_collection_recorded(client: Client, settings: Settings) -> None:
+    store = Store()
+    store.age_on_filesystem()
+    assert scraped_blob_store(client, settings) == {}  # no collection yet: not measured, not zero
+
+    started = time.time()
+    blob_gc(grace=HOUR, dry_run=True)
+    listed = scraped_blob_store(client, settings)
+    blob_gc(grace=HOUR)
+    collected = scraped_blob_store(client, settings)
+
+    everything = (*KEPT_CONTENTS, b"orphan doc", b"orphan layer", b"failed download", b"log", b"log", b"young orphan")
+    assert (listed["wave_blob_store_blobs"], listed["wave_blob_store_bytes"]) == (12, sum(map(len, everything)))
+    left = (*KEPT_CONTENTS, b"young orphan")
+    assert (collected["wave_blob_store_blobs"], collected["wave_blob_store_bytes"]) == (7, sum(map(len, left)))
+    assert sum(os.path.getsize(default_storage.path(key)) for key in [*store.kept, store.young]) == sum(map(len, left))
+    assert started <= collected["wave_blob_store_measured_timestamp_seconds"] <= time.time()
+
+
+def test_metrics_show_the_store_size_on_s3(client: Client, settings: Settings, s3_blob_store: S3Bucket) -> None:
+    Store()
+    time.sleep(2.5)
+    stored(b"another young orphan")
+
+    blob_gc(grace=1.5)
+
+    collected = scraped_blob_store(client, settings)
+    left = (*KEPT_CONTENTS, b"another young orphan")
+    assert (collected["wave_blob_store_blobs"], collected["wave_blob_store_bytes"]) == (7, sum(map(len, left)))
+    listed = s3_blob_store.client.list_objects_v2(Bucket=s3_blob_store.name)["Contents"]
+    assert (len(listed), sum(item["Size"] for item in listed)) == (7, sum(map(len, left)))

@@ -9,6 +9,8 @@ database and the broker hold, computed at scrape time.
 - Computed at scrape time, whichever process did the work (web, Celery workers, other machines): builds and
   mirrors by state, their durations, layer downloads by state and duration (from the database), and the depth
   of each Celery queue (LLEN on the broker's Redis).
+- Read as the blob collection recorded it (listing a bucket at each scrape would cost too much): the blob
+  store's size in bytes and blobs, and when it was measured; absent until the first collection.
 """
 
 from __future__ import annotations
@@ -84,6 +86,26 @@ class StoredStateCollector(Collector):
             for name, count in depth.items():
                 queues.add_metric([name], count)
             yield queues
+        yield from _blob_store_families()
+
+
+def _blob_store_families() -> Iterator[Metric]:
+    """The blob store's size as the last blob collection recorded it (wave_site.blob_gc); none before it ran."""
+    from wave_site.blob_gc import blob_store_size
+
+    size = blob_store_size()
+    if size is None:
+        return
+    yield GaugeMetricFamily(
+        "wave_blob_store_bytes", "Bytes in the blob store, as the last blob collection left it.", value=size.bytes
+    )
+    yield GaugeMetricFamily(
+        "wave_blob_store_blobs", "Blobs in the blob store, as the last blob collection left it.", value=size.blobs
+    )
+    yield GaugeMetricFamily(
+        "wave_blob_store_measured_timestamp_seconds", "When the last blob collection measured the blob store.",
+        value=size.measured_at,
+    )  # fmt: skip
 
 
 def _duration_family(name: str, documentation: str, rows: QuerySet, labels: list[str]) -> Metric:
