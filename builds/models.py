@@ -90,6 +90,7 @@ class Build(models.Model):
         ]
         indexes = [
             models.Index(fields=["state", "heartbeat_at"], name="build_state_heartbeat"),
+            models.Index(fields=["context_digest"], name="build_context_digest"),  # the blob collector's lookups
             # The admin's platform filter (builds.admin); its search by user name has a Postgres index (0004).
             models.Index(fields=["platform", "created_at"], name="build_platform_created"),
         ]

@@ -178,8 +178,11 @@ def expired_purge(
         if kind.name == "requests":
             counts["layers"] = children
     if not dry_run:
-        # Tower sessions no remaining request pulls with, and old credential lookups, go with them (few rows).
-        in_use = ContainerRequest.objects.filter(tower_auth__isnull=False).values("tower_auth_id")
+        # Tower sessions no remaining request pulls with and no pending or running build uses (a freeze or mirror
+        # stores no request, and pushes with the caller's login), and old credential lookups, go (few rows).
+        by_requests = ContainerRequest.objects.filter(tower_auth__isnull=False).order_by().values("tower_auth_id")
+        by_builds = Build.objects.filter(state__in=Build.ACTIVE, tower_auth__isnull=False).order_by()
+        in_use = by_requests.union(by_builds.values("tower_auth_id"))
         counts["tower_sessions"], counts["credential_lookups"] = tower_sessions_purge(
             created_before=request_cutoff, in_use=in_use
         )

@@ -32,7 +32,7 @@ class BoundedDateChangeList(ChangeList):
             raise IncorrectLookupParameters("a NUL character in the query string")
         try:
             return super().get_filters(request)
-        except OverflowError as exc:
+        except (OverflowError, ValueError) as exc:  # ValueError: a drill-down's year 9999 ends in year 10000
             raise IncorrectLookupParameters(exc) from exc
 
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:

@@ -2,9 +2,10 @@
 
 What references a blob (a row that exists, whatever its age: the purge decides how long rows live):
 - `blobs/<algorithm>/<xx>/<hex>`: an injected layer of a stored request, a layer download that is not failed
-  (queued and running ones are about to write it), a build's context, or a stored request's generated
-  documents (`generated_digests`). A GeneratedDocument row is not a reference (rows are kept forever): it
-  goes with its blob, and a pull by tag generates the document again.
+  (queued and running ones are about to write it), a build's context, a stored request's generated documents
+  (`generated_digests`), or a layer a pending or running freeze build's Containerfile adds (a freeze stores no
+  request: nothing else names it). A GeneratedDocument row is not a reference (rows are kept forever): it goes
+  with its blob, and a pull by tag generates the document again.
 - `builds/<buildId>/log/<n>`: a build row of that id (the purge deletes rows only).
 - `....partial-<hex>`: nothing; a write interrupted by its process dying.
 Anything else in the store is never touched. Blobs modified less than WAVE_BLOB_GC_GRACE s ago are kept.
@@ -41,7 +42,9 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import connection
+from django.db.models import Q
 
+from builds.freeze import LAYER_LINE, freeze_waiting
 from builds.models import Build
 from requests_app.models import ContainerRequest, GeneratedDocument, InjectedLayer, LayerDownload
 from wave_site.blobstore import GC_LOCK, GC_LOCK_TTL, REUSE_MARK, blob_scratch_sweep, store_errors
@@ -196,6 +199,18 @@ def _owned_documents(digests: list[str]) -> set[str]:
     return {digest for digest in digests if owned(generated_digests__icontains=f'"{digest}"').exists()}
 
 
+def _freeze_layers_awaited(digests: list[str]) -> set[str]:
+    """Those of `digests` a pending or running freeze build adds (named by its Containerfile only: no row)."""
+    if not digests:
+        return set()
+    awaited = Q()
+    for digest in digests:
+        awaited |= freeze_waiting(digest)
+    builds = Build.objects.filter(awaited, state__in=Build.ACTIVE).values_list("container_file", flat=True)
+    named = {f"sha256:{match['hex']}" for text in builds.iterator() for match in LAYER_LINE.finditer(text)}
+    return named.intersection(digests)
+
+
 def _referenced(keys: Iterable[str]) -> set[str]:
     """Those of `keys` something stored references (keys of no known kind count as referenced)."""
     by_digest: dict[str, str] = {}
@@ -220,6 +235,7 @@ def _referenced(keys: Iterable[str]) -> set[str]:
         )
         used |= set(Build.objects.filter(context_digest__in=digests).values_list("context_digest", flat=True))
         used |= _owned_documents([digest for digest in digests if digest not in used])
+        used |= _freeze_layers_awaited([digest for digest in digests if digest not in used])
         referenced |= {by_digest[digest] for digest in used if digest in by_digest}
     if by_build:
         for build_id in Build.objects.filter(build_id__in=list(by_build)).values_list("build_id", flat=True):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
@@ -187,7 +188,10 @@ def test_the_admin_build_page_shows_the_end_of_the_log_and_a_rebuild_button(
 
     browser.find_element(By.CSS_SELECTOR, "button.wave-build-action").click()
     rebuilt = f"{build.build_id[:-1]}2"
-    WebDriverWait(browser, 10).until(lambda _: rebuilt in browser.find_element(By.TAG_NAME, "h2").text)
+    # The old page's heading goes stale as the new page loads: looked for again until the new one shows.
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda _: rebuilt in browser.find_element(By.TAG_NAME, "h2").text
+    )
     message = browser.find_element(By.CLASS_NAME, "messagelist").text
     assert f"Rebuilding {build.build_id} as {rebuilt} (queued)." in message
     assert browser.find_element(By.CSS_SELECTOR, "button.wave-build-action").text == "CANCEL BUILD"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import logging
+import re
 from enum import StrEnum
 
 from asgiref.sync import sync_to_async
@@ -34,6 +35,9 @@ return #KEYS
 """
 
 
+ORG = re.compile(r"[a-z0-9][a-z0-9.-]{0,252}")  # an e-mail domain as the usage keys may hold it
+
+
 class UsageKind(StrEnum):
     PULLS = "pulls"
     BUILDS = "builds"
@@ -41,9 +45,11 @@ class UsageKind(StrEnum):
 
 
 def org_of(email: str) -> str:
-    """The organisation of a caller: their e-mail's domain, lower case ("" without one)."""
+    """The organisation of a caller: their e-mail's domain, lower case ("" without one, or with anything but a
+    host name's characters: any Tower may be named, and a `:` would forge another org's key)."""
     _local, at, domain = email.strip().rpartition("@")
-    return domain.lower() if at and _local and domain else ""
+    domain = domain.lower()
+    return domain if at and _local and ORG.fullmatch(domain) else ""
 
 
 def arch_of(platform: str) -> str:
