@@ -154,14 +154,18 @@ def _create(request: BuildRequest, *, caller: Caller, tower: TowerContext | None
         context_digest=request.context_digest,
         created_at=now,
         queued_at=now,
-        client_ip=caller.ip,
-        user_id=caller.user_id,
-        user_name=caller.user_name,
-        user_email=caller.email,
-        tower_auth_id=tower.auth_id if tower is not None else None,
-        tower_endpoint=tower.endpoint if tower is not None else "",
-        tower_workspace_id=tower.workspace_id if tower is not None else None,
+        **caller_fields(caller, tower),
     )
+
+
+def caller_fields(caller: Caller, tower: TowerContext | None) -> dict[str, object]:
+    """The Build row's fields naming who asked (a build's or a mirror's)."""
+    return {
+        "client_ip": caller.ip, "user_id": caller.user_id, "user_name": caller.user_name, "user_email": caller.email,
+        "tower_auth_id": tower.auth_id if tower is not None else None,
+        "tower_endpoint": tower.endpoint if tower is not None else "",
+        "tower_workspace_id": tower.workspace_id if tower is not None else None,
+    }  # fmt: skip
 
 
 def build_enqueue(*, build_pk: int) -> None:

@@ -20,7 +20,7 @@ from django.db import transaction
 from builds.freeze import freeze_containerfile
 from builds.models import Build
 from builds.recipes import RecipeError
-from builds.services import BuildAnswer, BuildRequest, build_create_or_join
+from builds.services import BuildAnswer, build_create_or_join
 from credentials.callers import Caller
 from credentials.clients import push_login_check, registry_client_with
 from credentials.lookups import CredentialsLookupError
@@ -38,8 +38,7 @@ from requests_app.services import (
     _layer_specs,
     _layers_prepare,
     _recipe_generate,
-    _recipe_request,
-    containerfile_checked_for,
+    build_request_of,
 )
 from requests_app.specs import BuildSpec, ContainerRequestSpec
 from wave_site.errors import InvalidRequest
@@ -92,14 +91,10 @@ def freeze_request_create(
 
     layers = _layer_specs(config.layers)
     context = _layer_specs((build.build_context,))[0] if build.build_context else None
-    containerfile_checked_for(container_file, platform=spec.platform, generated=generated is not None)
-    request = BuildRequest(
-        container_file=container_file, platform=str(spec.platform), repository=repository,
-        cache_repository=cache_repository, context_digest=context.gzip_digest if context is not None else "",
+    request = build_request_of(
+        spec, build, container_file=container_file, generated=generated, repository=repository,
+        cache_repository=cache_repository, context=context,
     )  # fmt: skip
-    if generated is not None:
-        request = _recipe_request(request, generated, spack=build.spack_file is not None,
-                                  name_strategy=build.name_strategy)  # fmt: skip
     ref = parse_image(request.target)
     if spec.dry_run:
         return FrozenAccepted(request=None, source=ref)

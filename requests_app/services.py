@@ -241,14 +241,10 @@ def _build_request_create(
                 raise InvalidRequest(f"{label} refused: {exc.message}") from None
             _check_repository_owner(value, label=label, tower=tower)
 
-    containerfile_checked_for(container_file, platform=spec.platform, generated=generated is not None)
-    request = BuildRequest(
-        container_file=container_file, platform=str(spec.platform), repository=repository,
-        cache_repository=cache_repository, context_digest=context.gzip_digest if context is not None else "",
+    request = build_request_of(
+        spec, build, container_file=container_file, generated=generated, repository=repository,
+        cache_repository=cache_repository, context=context,
     )  # fmt: skip
-    if generated is not None:
-        request = _recipe_request(request, generated, spack=build.spack_file is not None,
-                                  name_strategy=build.name_strategy)  # fmt: skip
     ref = parse_image(request.target)
     if spec.dry_run:
         return Accepted(request=None, source=ref)
@@ -282,6 +278,21 @@ def containerfile_checked_for(container_file: str, *, platform: Platform, genera
             raise InvalidRequest(exc.message) from None
         message = exc.message.replace("in the Containerfile", "in the generated Containerfile", 1)
         raise InvalidRequest(f"{message} - {RECIPE_IMAGES}") from None
+
+
+def build_request_of(
+    spec: ContainerRequestSpec, build: BuildSpec, *, container_file: str, generated: GeneratedBuild | None,
+    repository: str, cache_repository: str, context: LayerSpec | None,
+) -> BuildRequest:  # fmt: skip
+    """The Containerfile checked (SSRF rules), then what builds it: a recipe's text and name when it is one."""
+    containerfile_checked_for(container_file, platform=spec.platform, generated=generated is not None)
+    request = BuildRequest(
+        container_file=container_file, platform=str(spec.platform), repository=repository,
+        cache_repository=cache_repository, context_digest=context.gzip_digest if context is not None else "",
+    )  # fmt: skip
+    if generated is None:
+        return request
+    return _recipe_request(request, generated, spack=build.spack_file is not None, name_strategy=build.name_strategy)
 
 
 def _recipe_generate(build: BuildSpec, *, platform: Platform) -> GeneratedBuild | None:

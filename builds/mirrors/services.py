@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from builds.access import same_scope
 from builds.models import Build
-from builds.services import BuildAnswer, build_enqueue
+from builds.services import BuildAnswer, build_enqueue, caller_fields
 from credentials.callers import Caller
 from credentials.sessions import TowerContext
 from registry.reference import ImageReference
@@ -99,11 +99,5 @@ def _create(request: MirrorRequest, *, caller: Caller, tower: TowerContext | Non
         container_file="",
         created_at=now,
         queued_at=now,
-        client_ip=caller.ip,
-        user_id=caller.user_id,
-        user_name=caller.user_name,
-        user_email=caller.email,
-        tower_auth_id=tower.auth_id if tower is not None else None,
-        tower_endpoint=tower.endpoint if tower is not None else "",
-        tower_workspace_id=tower.workspace_id if tower is not None else None,
+        **caller_fields(caller, tower),
     )
